@@ -1,0 +1,53 @@
+"""The extension registers and unregisters cleanly with the bpy wheel, and buttons say why not."""
+
+from __future__ import annotations
+
+import pytest
+
+bpy = pytest.importorskip("bpy")
+
+import blender_piva  # noqa: E402
+
+
+@pytest.fixture
+def registered(fresh_bpy):
+    blender_piva.register()
+    yield fresh_bpy
+    blender_piva.unregister()
+
+
+def test_register_unregister_twice(fresh_bpy):
+    for _ in range(2):
+        blender_piva.register()
+        assert hasattr(bpy.types.Scene, "piva") and hasattr(bpy.types.WindowManager, "piva_status")
+        assert hasattr(bpy.types, "VIEW3D_PT_piva")
+        assert bpy.types.VIEW3D_PT_piva.bl_category == "PIVA"
+        blender_piva.unregister()
+        assert not hasattr(bpy.types.Scene, "piva")
+        assert not hasattr(bpy.types, "VIEW3D_PT_piva")
+
+
+def test_edit_button_explains_why_it_cannot_run(registered):
+    # No active object: the operator refuses, with a reason.
+    assert not bpy.ops.piva.edit.poll()
+    camera = bpy.data.objects.new("Cam", bpy.data.cameras.new("Cam"))
+    bpy.context.scene.collection.objects.link(camera)
+    with bpy.context.temp_override(active_object=camera, object=camera):
+        assert not bpy.ops.piva.edit.poll()
+    mesh = bpy.data.meshes.new("M")
+    mesh.from_pydata([(0, 0, 0), (1, 0, 0), (0, 1, 0)], [], [(0, 1, 2)])
+    obj = bpy.data.objects.new("M", mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    with bpy.context.temp_override(active_object=obj, object=obj):
+        assert not bpy.ops.piva.edit.poll()  # prompts are still empty
+        bpy.context.scene.piva.source_prompt = "a red cube"
+        bpy.context.scene.piva.target_prompt = "a blue cube"
+        assert bpy.ops.piva.edit.poll()
+    assert not bpy.ops.piva.cancel.poll() and not bpy.ops.piva.release.poll()
+
+
+def test_panel_offers_every_method(registered):
+    from blender_piva import contract
+
+    items = {i.identifier for i in bpy.context.scene.piva.bl_rna.properties["method"].enum_items}
+    assert items == set(contract.METHODS)

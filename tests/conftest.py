@@ -1,0 +1,19 @@
+"""Shared fixtures. Blender state is reset per test by the fixtures that need bpy."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Two cores are shared by torch and Cycles in the tests: avoid oversubscription.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture
+def fresh_bpy():
+    """An empty Blender session with the factory settings; the add-on registered when asked."""
+    bpy = pytest.importorskip("bpy")
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    yield bpy
+    bpy.ops.wm.read_factory_settings(use_empty=True)
