@@ -1,0 +1,106 @@
+"""The bpy-free half of the capture: pixel conversions and the ``transforms.json`` document.
+
+``capture.py`` drives Blender; everything here is plain numpy so that it can be tested and
+reused (e.g. by the backend's tests) without Blender. The format is ``docs/capture_format.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from .cameras import CameraView, far_depth_bound, intrinsics
+from .contract import CONTRACT_VERSION, CaptureSettings
+
+DEPTH_MAX_CODE = 65535
+"""Largest 16-bit depth code; 0 means background."""
+
+BACKGROUND_DEPTH = 1e9
+"""Cycles writes 1e10 in the Z pass where a pixel's centre ray hits nothing; anything beyond this
+is background."""
+
+
+def srgb8_from_linear(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:  # [H,W,3], [H,W] -> [H,W,4] uint8
+    """8-bit straight-alpha sRGB RGBA from Cycles' linear, premultiplied Combined pass.
+
+    This is Blender's "Standard" view transform on the sRGB display (the piecewise sRGB curve)
+    applied to un-premultiplied colour, rounded without dithering; it matches the PNG Blender
+    itself writes with ``dither_intensity = 0`` exactly (see tests/blender_piva/test_capture.py).
+    """
+    alpha = np.clip(alpha, 0.0, 1.0)
+    safe = np.maximum(alpha, 1e-8)[..., None]
+    # Where alpha is 0 (the denoiser may leave faint colour there) Blender keeps the colour as is.
+    straight = np.where(alpha[..., None] > 0.0, rgb / safe, rgb).clip(0.0, 1.0)
+    encoded = np.where(straight <= 0.0031308, 12.92 * straight, 1.055 * np.power(straight, 1.0 / 2.4) - 0.055)
+    out = np.concatenate([encoded, alpha[..., None]], -1)
+    return np.round(out * 255.0).astype(np.uint8)
+
+
+def depth_unit_scale(settings: CaptureSettings) -> float:
+    """Normalised units per 16-bit depth code: the farthest possible surface maps to 65535.
+
+    With the default distances (<= 4) this is ~8.7e-5, i.e. ~0.004 % of the object's size 2.
+    """
+    return far_depth_bound(settings) / DEPTH_MAX_CODE
+
+
+def depth_codes_from_z(z: np.ndarray, scale: float) -> np.ndarray:  # [H, W] float -> [H, W] uint16
+    """16-bit codes of a planar-depth map: ``round(z / scale)``, 0 where the centre ray missed."""
+    z = np.asarray(z, np.float64)
+    valid = np.isfinite(z) & (z > 0.0) & (z < BACKGROUND_DEPTH)
+    codes = np.where(valid, np.round(z / scale), 0.0)
+    return np.clip(codes, 0, DEPTH_MAX_CODE).astype(np.uint16)
+
+
+def frame_entry(view: CameraView, width: int, height: int) -> dict[str, Any]:
+    """One ``frames[i]`` entry of ``transforms.json``."""
+    fl_x, fl_y, cx, cy = intrinsics(view.fov_deg, width, height)
+    return {
+        "file_path": f"images/{view.name}.png",
+        "depth_file_path": f"depth/{view.name}.png",
+        "split": view.split,
+        "transform_matrix": _matrix(view.camera_to_world()),
+        "w": width,
+        "h": height,
+        "fl_x": fl_x,
+        "fl_y": fl_y,
+        "cx": cx,
+        "cy": cy,
+        "camera_angle_x": 2.0 * math.atan(0.5 * width / fl_x),
+        "elevation_deg": view.elevation_deg,
+        "azimuth_deg": view.azimuth_deg,
+        "distance": view.distance,
+    }
+
+
+def transforms_document(
+    settings: CaptureSettings,
+    views: Sequence[CameraView],
+    world_to_normalized: np.ndarray,  # [4, 4]
+    object_matrix_world: np.ndarray,  # [4, 4]
+    object_name: str,
+) -> dict[str, Any]:
+    """The whole ``transforms.json`` (see docs/capture_format.md)."""
+    size = settings.resolution
+    return {
+        "contract": CONTRACT_VERSION,
+        "camera_model": "PINHOLE",
+        "w": size,
+        "h": size,
+        "aabb": [[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]],
+        "background": [1.0, 1.0, 1.0],
+        "depth_unit_scale_factor": depth_unit_scale(settings),
+        "normalization": _matrix(np.asarray(world_to_normalized) @ np.asarray(object_matrix_world)),
+        "world_to_normalized": _matrix(world_to_normalized),
+        "object_matrix_world": _matrix(object_matrix_world),
+        "object_name": object_name,
+        "capture_settings": dataclasses.asdict(settings),
+        "frames": [frame_entry(view, size, size) for view in views],
+    }
+
+
+def _matrix(m: np.ndarray) -> list[list[float]]:
+    return [[float(x) for x in row] for row in np.asarray(m, np.float64)]
