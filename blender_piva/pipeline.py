@@ -99,6 +99,11 @@ class EditJob:
         from .capture import CaptureError, check_capturable
 
         obj = bpy.data.objects.get(self.request.object_name) if self.request.object_name else None
+        if obj is None and self.request.object_name:
+            raise EditFailed(
+                f"there is no object named {self.request.object_name!r}",
+                "select the mesh to edit (or pass the exact object name)",
+            )
         try:
             check_capturable(obj)
         except CaptureError as exc:
