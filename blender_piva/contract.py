@@ -586,6 +586,7 @@ def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> None:
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -593,6 +594,15 @@ def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
 
 
 def _to_jsonable(value: Any) -> Any:
