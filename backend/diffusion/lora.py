@@ -1,0 +1,211 @@
+"""PIVA's two LoRA adapters on one frozen denoiser: psi (source model) and phi (target model).
+
+Both are peft LoRA adapters on the attention projections (``to_k, to_q, to_v, to_out.0``) of the
+SAME network, switched per call, so no extra copy of the UNet is loaded (methods.md point 10).
+``init_lora_weights=True`` sets every LoRA ``B`` to zero: at step 0 both adapters ARE the
+pretrained model. Their weights, optimizer state and loss are float32 while the UNet may run in
+fp16/bf16 (peft casts the activations to the adapter's dtype).
+
+Training (PIVA eq. 7 and 8, with w(t) = 1, as in ProlificDreamer's LoRA step): one Adam step of
+``|| e_adapter(sqrt(a_t) x0 + sqrt(1 - a_t) eps, t, c) - eps ||^2`` on DETACHED images ``x0``:
+psi on renders of the original field/image with the source prompt, phi on renders of the edited
+one with the target prompt. t ~ U[t_min, t_max) (ProlificDreamer: U[0, T)).
+
+3D (appendix D.1): pass ``control`` (a depth image) to evaluate and train the adapters on the
+ControlNet path; the LoRA sits on the UNet, the ControlNet only adds its residuals.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from backend.editing.base import NoisePredictor
+
+SOURCE = "psi"
+"""Adapter that models renders of the ORIGINAL field (trained with the source prompt)."""
+TARGET = "phi"
+"""Adapter that models renders of the EDITED field (trained with the target prompt)."""
+
+
+@dataclass
+class LoraSettings:
+    """Shape and training of the two adapters."""
+
+    rank: int = 4
+    """LoRA rank r (ProlificDreamer/PIVA: 4)."""
+    alpha: float = 4.0
+    """LoRA alpha; the update is scaled by alpha / rank (alpha = rank: scale 1, as diffusers' old LoRA)."""
+    learning_rate: float = 1e-4
+    """Adam learning rate of both adapters (PIVA appendix A: 1e-4, separate from the field's)."""
+    t_min: float = 0.0
+    """Smallest training timestep as a fraction of T."""
+    t_max: float = 1.0
+    """Largest training timestep as a fraction of T (exclusive)."""
+    seed: int = 0
+    """Seed of the LoRA ``A`` initialisation (``B`` starts at zero), so edits are reproducible."""
+
+
+class LoraPair:
+    """Two named LoRA adapters on ``model.lora_target`` with one Adam optimizer each."""
+
+    def __init__(self, model: "NoisePredictor", settings: LoraSettings) -> None:
+        from peft import LoraConfig, inject_adapter_in_model
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        if settings.rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {settings.rank}")
+        self.model = model
+        self.settings = settings
+        net = model.lora_target
+        for name in (SOURCE, TARGET):
+            config = LoraConfig(
+                r=settings.rank,
+                lora_alpha=settings.alpha,
+                target_modules=list(model.lora_target_modules),
+                init_lora_weights=True,
+            )
+            with warnings.catch_warnings():
+                # two adapters on one model is the point here, not a mistake
+                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                if _is_diffusers_model(net):
+                    net.add_adapter(config, adapter_name=name)  # diffusers ModelMixin
+                else:
+                    inject_adapter_in_model(config, net, adapter_name=name)
+        self._layers = [m for m in net.modules() if isinstance(m, BaseTunerLayer)]
+        if not self._layers:
+            raise ValueError(
+                f"no module of {type(net).__name__} matches LoRA targets {model.lora_target_modules}; "
+                f"set lora_target_modules to names of its Linear layers"
+            )
+        self.params: dict[str, list[torch.nn.Parameter]] = {SOURCE: [], TARGET: []}
+        for pname, p in net.named_parameters():
+            if "lora_" not in pname:
+                continue
+            p.data = p.data.float()  # adapters train in fp32 whatever the UNet runs in
+            for name in (SOURCE, TARGET):
+                if f".{name}." in pname or pname.endswith(f".{name}"):
+                    self.params[name].append(p)
+        self._init_a(settings.seed)
+        self.optimizers = {
+            name: torch.optim.Adam(self.params[name], lr=settings.learning_rate) for name in (SOURCE, TARGET)
+        }
+        self._select(None)
+
+    def _init_a(self, seed: int) -> None:
+        """Re-draw every LoRA A from a seeded CPU generator (peft draws from the global RNG)."""
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name in (SOURCE, TARGET):
+                for p in self.params[name]:
+                    if p.dim() == 2 and not torch.all(p == 0):  # A (B is zero at init)
+                        fresh = torch.empty(p.shape, dtype=torch.float32)
+                        torch.nn.init.kaiming_uniform_(fresh, a=5**0.5, generator=generator)
+                        p.copy_(fresh)
+
+    # -- switching ----------------------------------------------------------------------------
+    def _select(self, name: str | None) -> None:
+        """Route calls through adapter ``name`` (None = the pretrained model alone)."""
+        for layer in self._layers:
+            if name is None:
+                layer.enable_adapters(False)
+            else:
+                layer.enable_adapters(True)
+                layer.set_adapter(name)
+
+    @contextmanager
+    def active(self, name: str | None) -> Iterator[None]:
+        """Within the block the model's predictions use adapter ``name``; afterwards the base model."""
+        if name not in (SOURCE, TARGET, None):
+            raise ValueError(f"unknown adapter {name!r}; allowed: {SOURCE!r}, {TARGET!r} or None")
+        self._select(name)
+        try:
+            yield
+        finally:
+            self._select(None)
+
+    def predict(
+        self, name: str, x_t: Tensor, t: Tensor, cond: Tensor, *, control: Tensor | None = None
+    ) -> Tensor:  # [B, ...] float32 epsilon, no graph
+        with torch.no_grad(), self.active(name):
+            return self.model.predict_noise(x_t, t, cond, control=control)
+
+    # -- training (eq. 7 and 8) ---------------------------------------------------------------
+    def train_step(
+        self,
+        name: str,
+        x0: Tensor,  # [B, ...] detached images/latents the adapter should model
+        cond: Tensor,  # [B, ...] conditioning
+        *,
+        control: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> float:
+        """One Adam step of the diffusion loss of adapter ``name``; returns the loss value."""
+        x0 = x0.detach().float()
+        T = self.model.alphas_cumprod.shape[0]
+        lo = int(self.settings.t_min * T)
+        hi = max(int(self.settings.t_max * T), lo + 1)
+        t = torch.randint(lo, min(hi, T), (x0.shape[0],), generator=generator, device=x0.device)
+        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=torch.float32)
+        a = self.model.alphas_cumprod[t].view(-1, *([1] * (x0.dim() - 1)))
+        x_t = a.sqrt() * x0 + (1.0 - a).sqrt() * eps
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        with self.active(name):
+            pred = self.model.predict_noise(x_t, t, cond.detach(), control=control)
+            loss = torch.nn.functional.mse_loss(pred.float(), eps)
+            loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "weights": {n: [p.detach().clone() for p in ps] for n, ps in self.params.items()},
+            "optimizers": {n: opt.state_dict() for n, opt in self.optimizers.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, tensors in state["weights"].items():
+            if len(tensors) != len(self.params[name]):
+                raise ValueError(f"adapter {name!r}: checkpoint has {len(tensors)} tensors, model {len(self.params[name])}")
+            with torch.no_grad():
+                for p, value in zip(self.params[name], tensors):
+                    p.copy_(value)
+        for name, opt_state in state["optimizers"].items():
+            self.optimizers[name].load_state_dict(opt_state)
+
+    def remove(self) -> None:
+        """Delete both adapters: the model is the pretrained one again."""
+        self._select(None)
+        for layer in self._layers:
+            for name in (SOURCE, TARGET):
+                layer.delete_adapter(name)
+        net = self.model.lora_target
+        config = getattr(net, "peft_config", None)
+        if isinstance(config, dict):
+            for name in (SOURCE, TARGET):
+                config.pop(name, None)
+            if not config and hasattr(net, "_hf_peft_config_loaded"):
+                net._hf_peft_config_loaded = False
+        self._layers = []
+        self.params = {SOURCE: [], TARGET: []}
+
+    def adapter_norm(self, name: str) -> float:
+        """Frobenius norm of the adapter's LoRA weights (B = 0 at init, so the B part is zero)."""
+        return float(sum(p.detach().float().pow(2).sum() for p in self.params[name]) ** 0.5)
+
+
+def _is_diffusers_model(net: torch.nn.Module) -> bool:
+    try:
+        from diffusers.loaders.peft import PeftAdapterMixin
+    except ImportError:  # pragma: no cover - diffusers is a hard dependency of the backend
+        return False
+    return isinstance(net, PeftAdapterMixin)

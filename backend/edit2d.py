@@ -1,0 +1,174 @@
+"""2D editing (PIVA section 5): the generator g is the identity, the parameter is the image itself.
+
+As in the DDS and PIVA 2D setups the optimised parameter is the image's VAE latent (for a
+pixel-space model, the image in [-1, 1]); the source latent is the encoded input, so
+``inputs.source`` is exact at every step. Plain SGD with a cosine learning-rate schedule, lr 0.01,
+1000 steps (paper: "most of the editing is done in 300-500 steps"). With the shared injection
+convention (sum over latent elements) SGD's lr 0.01 moves each latent element by 0.01 * grad,
+close to the DDS notebook's lr 0.1 * 2000 / 16384 per element.
+
+CLI: ``python -m backend edit2d IN.png OUT.png --source "..." --target "..." --method piva --model DIR``
+(the lead hooks :func:`main_edit2d` into ``backend/__main__.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from backend.diffusion.model import DiffusionModel
+from backend.editing.base import MethodInputs
+from backend.editing.registry import build_method
+from backend.progress import JobCancelled, StageReporter
+from blender_piva.contract import METHODS, EditSettings
+
+
+def edit_image(
+    image: np.ndarray,  # [H, W, 3] float in [0, 1]
+    source_prompt: str,
+    target_prompt: str,
+    method: str,
+    settings: EditSettings | None,
+    model: DiffusionModel,
+    *,
+    steps: int | None = None,
+    seed: int = 0,
+    learning_rate: float | None = None,
+    cosine: bool = True,
+    reporter: StageReporter | None = None,
+) -> np.ndarray:  # [H, W, 3] float32 in [0, 1]
+    """Edit ``image`` from ``source_prompt`` towards ``target_prompt`` with ``method``.
+
+    ``settings`` supplies the method's hyperparameters (guidance, lambda, LoRA, ``method_params``),
+    ``steps`` (default ``settings.steps``) and the learning rate (default
+    ``settings.field_learning_rate``, 0.01 as in the paper). H and W must suit the model (multiples
+    of 64 are safe for SD). Raises ``JobCancelled`` when the reporter asks to stop.
+    """
+    settings = settings if settings is not None else EditSettings(method=method)
+    steps = settings.steps if steps is None else steps
+    lr = settings.field_learning_rate if learning_rate is None else learning_rate
+    reporter = reporter or StageReporter.silent("edit")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be [H, W, 3], got shape {image.shape}")
+
+    rgb = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None].to(model.device)
+    with torch.no_grad():
+        source = model.encode_images(rgb)  # [1, C, h, w]
+    latent = source.clone().requires_grad_(True)
+    conds = {
+        "cond_src": model.encode_prompt(source_prompt),
+        "cond_tgt": model.encode_prompt(target_prompt),
+        "cond_null": model.null_condition(),
+    }
+    editor = build_method(method, model, settings)
+    optimizer = torch.optim.SGD([latent], lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1)) if cosine else None
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    reporter.begin(steps, f"2D edit with {method}")
+    try:
+        for step in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            result = editor.step(MethodInputs(x=latent, source=source, step=step, total_steps=steps, generator=generator, **conds))
+            result.loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            reporter.progress(step + 1, steps, result.losses)
+            if settings.preview_every and (step + 1) % settings.preview_every == 0:
+                reporter.preview(step + 1, _to_numpy(model, latent))
+            if reporter.should_stop():
+                raise JobCancelled("edit", step + 1)
+    finally:
+        editor.close()
+    return _to_numpy(model, latent)
+
+
+def _to_numpy(model: DiffusionModel, latent: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        image = model.decode_latents(latent.detach())
+    return image[0].permute(1, 2, 0).float().cpu().numpy()
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def _parse_param(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    value: Any = raw
+    if raw.lower() in ("true", "false"):
+        value = raw.lower() == "true"
+    else:
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+    return key.strip(), value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m backend edit2d", description="Edit one image with a text prompt.")
+    p.add_argument("input", type=Path, help="image to edit (PNG/JPEG)")
+    p.add_argument("output", type=Path, help="where to write the edited PNG")
+    p.add_argument("--source", required=True, help="what the image shows now")
+    p.add_argument("--target", required=True, help="what it should show")
+    p.add_argument("--method", default="piva", choices=METHODS)
+    p.add_argument("--model", required=True, help="diffusers model folder or hub id (safetensors)")
+    p.add_argument("--controlnet", default="", help="optional depth ControlNet (unused in 2D)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (cosine schedule)")
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--lambda-identity", type=float, default=0.4, help="PIVA's lambda")
+    p.add_argument("--param", action="append", type=_parse_param, default=[], metavar="KEY=VALUE",
+                   help="extra method parameter (repeatable), e.g. --param t_max=0.9")
+    p.add_argument("--size", type=int, default=512, help="longer side after resizing (rounded to multiples of 64)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    return p
+
+
+def main_edit2d(argv: list[str]) -> int:
+    """Entry point of ``python -m backend edit2d``; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    from PIL import Image
+
+    if not args.input.is_file():
+        print(f"error: input image {args.input} does not exist")
+        return 2
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    precision = args.precision if args.precision != "auto" else ("fp16" if device.type == "cuda" else "fp32")
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+    img = Image.open(args.input).convert("RGB")
+    scale = args.size / max(img.size)
+    w, h = (max(64, int(math.floor(s * scale / 64)) * 64) for s in img.size)
+    img = img.resize((w, h), Image.LANCZOS)
+    image = np.asarray(img, dtype=np.float32) / 255.0
+
+    settings = EditSettings(
+        method=args.method,
+        steps=args.steps,
+        guidance_scale=args.guidance,
+        field_learning_rate=args.lr,
+        lambda_identity=args.lambda_identity,
+        method_params=dict(args.param),
+    )
+    settings.validate()
+    model = DiffusionModel.load(args.model, controlnet=args.controlnet, device=device, dtype=dtype)
+    edited = edit_image(image, args.source, args.target, args.method, settings, model, seed=args.seed)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.clip(edited, 0, 1) * 255 + 0.5).astype(np.uint8)).save(args.output)
+    print(f"wrote {args.output} ({w}x{h}, {args.method}, {args.steps} steps)")
+    return 0

@@ -1,0 +1,151 @@
+"""PIVA: Preserving Identity with Variational score (Le, Pham et al., 2024), eq. 9 and Algorithm 1:
+
+    grad = w(t) * [ CFG_s(x_t, c_tgt) - CFG_s(x_t, c_src)                   DDS, x_t in place of x_hat_t
+                    + lambda * (e_psi(x_t, c_src) - e_phi(x_t, c_tgt)) ]     regulariser, CFG 1
+
+then (Algorithm 1, last line) one diffusion-loss step of each adapter: psi on the ORIGINAL render
+with the source prompt (eq. 7), phi on the EDITED render with the target prompt (eq. 8).
+
+Choices where the paper is ambiguous (following /work/shared/notes/methods.md):
+
+* w(t) = sigma_t^2 = 1 - alpha_bar_t (appendix A "omega(t) = sigma_t^2", variance-preserving).
+* The paper plugs x_t in for x_hat_t (section 3.2), so both guided terms see the same x_t and the
+  unconditional prediction cancels exactly: the DDS part is s * (e(x_t, c_tgt) - e(x_t, c_src)), one
+  UNet call of 2. ``use_source_latent=True`` restores x_hat_t (a call of 4, needs the source render).
+* psi and phi are two peft LoRA adapters on the one UNet (``backend.diffusion.lora``), initialised
+  with B = 0, so at step 0 both ARE the pretrained model. The regulariser is then
+  e(x_t, c_src) - e(x_t, c_tgt), NOT zero for different prompts (it is zero for equal prompts): at
+  step 0 PIVA is DDS with the conditional delta scaled by (s - lambda) instead of s.
+* Timesteps: ProlificDreamer's annealed schedule (t_max 0.98 -> 0.5 at 20% of the run), appendix A.
+* Adapter training: t ~ U[0, T), w = 1, Adam lr 1e-4, one step each per edit step (ProlificDreamer).
+* 3D (appendix D.1): with ``inputs.control`` (depth) the adapters run on the ControlNet path; the
+  base model does not, unless ``control_base``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from backend.diffusion.lora import SOURCE, TARGET, LoraPair, LoraSettings
+from backend.editing.base import EditMethod, MethodInputs, NoisePredictor, add_noise, expand, per_sample, randn_like
+from backend.editing.dds import guided_pair
+from backend.editing.schedule import ScheduleConfig, sample_timesteps
+from backend.editing.sds import weight
+
+
+@dataclass
+class PIVAConfig(ScheduleConfig):
+    """PIVA hyperparameters (paper appendix A; names match contract.EditSettings where shared)."""
+
+    schedule: str = "annealed"
+    """Timestep schedule (ProlificDreamer's annealed max t)."""
+    guidance_scale: float = 7.5
+    """CFG scale s of the pretrained model's DDS term."""
+    lambda_identity: float = 0.4
+    """lambda, weight of the regulariser (0.4 objects, 0.2 real scenes)."""
+    weighting: str = "sigma2"
+    """w(t): ``sigma2`` = 1 - alpha_bar_t (the paper) or ``one``."""
+    lora_rank: int = 4
+    """Rank of both adapters."""
+    lora_alpha: float = 0.0
+    """LoRA alpha; 0 = equal to the rank (update scale 1)."""
+    lora_learning_rate: float = 1e-4
+    """Adam learning rate of the adapters (separate from the field's or image's)."""
+    lora_t_min: float = 0.0
+    """Smallest adapter-training timestep, fraction of T."""
+    lora_t_max: float = 1.0
+    """Largest adapter-training timestep, fraction of T (exclusive)."""
+    lora_seed: int = 0
+    """Seed of the adapters' LoRA A initialisation (reproducible edits)."""
+    train_adapters: bool = True
+    """Update psi and phi after every step (Algorithm 1); False freezes them at the base model."""
+    use_source_latent: bool = False
+    """Use x_hat_t (the noised source) in the DDS term as eq. 9 writes it; the paper uses x_t."""
+    control_base: bool = False
+    """Also feed ``inputs.control`` (depth) to the base model's DDS predictions."""
+
+
+class PIVA(EditMethod):
+    name = "piva"
+    config_class = PIVAConfig
+
+    def __init__(self, config: PIVAConfig, model: NoisePredictor) -> None:
+        super().__init__(config, model)
+        self.adapters = LoraPair(
+            model,
+            LoraSettings(
+                rank=config.lora_rank,
+                alpha=float(config.lora_alpha or config.lora_rank),
+                learning_rate=config.lora_learning_rate,
+                t_min=config.lora_t_min,
+                t_max=config.lora_t_max,
+                seed=config.lora_seed,
+            ),
+        )
+
+    def regulariser(self, x_t: Tensor, t: Tensor, inputs: MethodInputs) -> Tensor:
+        """e_psi(x_t, c_src) - e_phi(x_t, c_tgt), both at CFG 1 (appendix A)."""
+        B = x_t.shape[0]
+        e_psi = self.adapters.predict(SOURCE, x_t, t, expand(inputs.cond_src, B), control=inputs.control)
+        e_phi = self.adapters.predict(TARGET, x_t, t, expand(inputs.cond_tgt, B), control=inputs.control)
+        return e_psi - e_phi
+
+    def compute_gradient(self, inputs: MethodInputs) -> tuple[Tensor, dict[str, float]]:
+        c = self.config
+        x = inputs.x.detach().float()
+        B = x.shape[0]
+        ac = self.model.alphas_cumprod
+        # 1. t (annealed) and eps, x_t by the forward process
+        t = sample_timesteps(c, inputs.step, inputs.total_steps, ac.shape[0], B, generator=inputs.generator, device=x.device)
+        eps = randn_like(x, inputs.generator)
+        x_t = add_noise(x, eps, t, ac)
+        control = inputs.control if c.control_base else None
+        # 2. DDS term of eq. 9
+        if c.use_source_latent:
+            xs_t = add_noise(self._need_source(inputs), eps, t, ac)
+            e_tgt, e_src = guided_pair(self.model, x_t, xs_t, t, inputs, c.guidance_scale)
+            dds = e_tgt - e_src
+        else:
+            # same x_t in both branches: CFG_tgt - CFG_src = s (e_tgt - e_src), the uncond cancels
+            with torch.no_grad():
+                e = self.model.predict_noise(
+                    torch.cat([x_t, x_t]),
+                    torch.cat([t, t]),
+                    torch.cat([expand(inputs.cond_src, B), expand(inputs.cond_tgt, B)]),
+                    control=None if control is None else torch.cat([control, control]),
+                )
+            e_src, e_tgt = e.chunk(2)
+            dds = c.guidance_scale * (e_tgt - e_src)
+        # 3. regulariser of eq. 9 (adapters at CFG 1)
+        reg = self.regulariser(x_t, t, inputs)
+        grad = per_sample(weight(c.weighting, ac, t), x) * (dds + c.lambda_identity * reg)
+        return grad, {"t": float(t.float().mean()), "reg_norm": float(reg.norm()), "dds_norm": float(dds.norm())}
+
+    def after_step(self, inputs: MethodInputs) -> dict[str, float]:
+        """Algorithm 1, last line: psi on the original render (eq. 7), phi on the edited one (eq. 8)."""
+        if not self.config.train_adapters:
+            return {}
+        source = self._need_source(inputs)
+        B = source.shape[0]
+        loss_psi = self.adapters.train_step(
+            SOURCE, source, expand(inputs.cond_src, B), control=inputs.control if inputs.source_control is None else inputs.source_control,
+            generator=inputs.generator
+        )
+        loss_phi = self.adapters.train_step(
+            TARGET, inputs.x.detach(), expand(inputs.cond_tgt, B), control=inputs.control, generator=inputs.generator
+        )
+        return {"lora_psi": loss_psi, "lora_phi": loss_phi}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"adapters": self.adapters.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.adapters.load_state_dict(state["adapters"])
+
+    def close(self) -> None:
+        """Remove the adapters from the model (the model is the pretrained one again)."""
+        self.adapters.remove()

@@ -1,0 +1,207 @@
+"""Every method against its paper formula, with the closed-form stand-in predictor."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from backend.editing.base import MethodInputs, cfg, injection_loss
+from backend.editing.dds import DDS, DDSConfig
+from backend.editing.pds import PDS, PDSConfig
+from backend.editing.piva import PIVA, PIVAConfig
+from backend.editing.sds import SDS, SDSConfig
+from backend.editing.ssd import SSD, SSDConfig
+from tests.backend.editing.standin import NULL, SRC, T, TGT, LinearPredictor, known
+
+SHAPE = (2, 3, 4, 4)
+T_FIXED = 500  # every test pins t with t_min = t_max = 0.5, so the first random draw is eps
+
+
+def fixed_t(**kw):
+    return dict(schedule="uniform", t_min=0.5, t_max=0.5, **kw)
+
+
+def make_inputs(x=None, source=None, src=SRC, tgt=TGT, seed=0, step=0):
+    g = torch.Generator().manual_seed(seed)
+    if x is None:
+        x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
+    if source is None:
+        source = torch.randn(SHAPE, generator=torch.Generator().manual_seed(2))
+    return MethodInputs(
+        x=x.clone().requires_grad_(True), source=source, cond_src=src, cond_tgt=tgt, cond_null=NULL,
+        step=step, total_steps=10, generator=g,
+    )
+
+
+def draws(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(SHAPE, generator=g) for _ in range(n)]
+
+
+def noised(x0, eps, t, ac):
+    a = ac[t]
+    return math.sqrt(a) * x0 + math.sqrt(1 - a) * eps
+
+
+def tt(batch=SHAPE[0]):
+    return torch.full((batch,), T_FIXED)
+
+
+def e(x_t, c):
+    return known(x_t, tt(), c.expand(SHAPE[0], -1))
+
+
+def test_injection_loss_gradient_is_grad_over_batch():
+    x = torch.randn(SHAPE, requires_grad=True)
+    grad = torch.randn(SHAPE)
+    injection_loss(x, grad).backward()
+    torch.testing.assert_close(x.grad, grad / SHAPE[0])
+
+
+def test_sds_matches_eq3():
+    model = LinearPredictor()
+    inputs = make_inputs()
+    result = SDS(SDSConfig(**fixed_t(guidance_scale=20.0)), model).step(inputs)
+    (eps,) = draws(1)
+    ac = model.alphas_cumprod
+    x_t = noised(inputs.x.detach(), eps, T_FIXED, ac)
+    expected = (1 - ac[T_FIXED]) * (cfg(e(x_t, NULL), e(x_t, TGT), 20.0) - eps)
+    torch.testing.assert_close(result.grad, expected)
+    result.loss.backward()
+    torch.testing.assert_close(inputs.x.grad, expected / SHAPE[0])
+    assert model.calls == [2 * SHAPE[0]], "SDS must batch [uncond, cond] into one call"
+
+
+def test_dds_matches_eq6_and_shares_noise():
+    model = LinearPredictor()
+    inputs = make_inputs()
+    result = DDS(DDSConfig(**fixed_t()), model).step(inputs)
+    (eps,) = draws(1)
+    ac = model.alphas_cumprod
+    x_t = noised(inputs.x.detach(), eps, T_FIXED, ac)
+    xs_t = noised(inputs.source, eps, T_FIXED, ac)
+    expected = cfg(e(x_t, NULL), e(x_t, TGT), 7.5) - cfg(e(xs_t, NULL), e(xs_t, SRC), 7.5)
+    torch.testing.assert_close(result.grad, expected)
+    assert model.calls == [4 * SHAPE[0]]
+
+
+def test_dds_zero_for_equal_prompts_at_the_source():
+    source = torch.randn(SHAPE)
+    result = DDS(DDSConfig(), LinearPredictor()).step(make_inputs(x=source, source=source, src=SRC, tgt=SRC))
+    assert result.grad.abs().max() == 0.0
+
+
+def test_pds_matches_eq13():
+    model = LinearPredictor()
+    inputs = make_inputs()
+    result = PDS(PDSConfig(**fixed_t(guidance_scale=7.5, grid_steps=500)), model).step(inputs)
+    eps, eps_prev = draws(2)
+    ac = model.alphas_cumprod.double()
+    t, tp = T_FIXED, T_FIXED - 2  # grid of 500 on T = 1000: step 2
+    a_t, a_p = ac[t], ac[tp]
+    beta = 1 - a_t / a_p
+    sigma = torch.sqrt((1 - a_p) / (1 - a_t) * beta)
+
+    def z(x0, c):
+        x0 = x0.double()
+        x_t = noised(x0, eps.double(), t, ac)
+        x_prev = noised(x0, eps_prev.double(), tp, ac)
+        eh = cfg(e(x_t.float(), NULL), e(x_t.float(), c), 7.5).double()
+        x0_hat = (x_t - torch.sqrt(1 - a_t) * eh) / torch.sqrt(a_t)
+        mu = torch.sqrt(a_p) * beta / (1 - a_t) * x0_hat + torch.sqrt(1 - beta) * (1 - a_p) / (1 - a_t) * x_t
+        return (x_prev - mu) / sigma
+
+    expected = (z(inputs.x.detach(), TGT) - z(inputs.source, SRC)).float()
+    torch.testing.assert_close(result.grad, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_ssd_matches_eq6_to_8():
+    model = LinearPredictor()
+    inputs = make_inputs()
+    c = SSDConfig(**fixed_t())
+    result = SSD(c, model).step(inputs)
+    (eps,) = draws(1)
+    ac = model.alphas_cumprod
+    x_t = noised(inputs.x.detach(), eps, T_FIXED, ac)
+    xs_t = noised(inputs.source, eps, T_FIXED, ac)
+    expected = (
+        c.w_prompt * (e(x_t, TGT) - e(x_t, SRC))
+        + c.w_trajectory * (e(x_t, SRC) - e(xs_t, NULL))
+        + c.w_enhance * (e(x_t, TGT) - e(x_t, NULL))
+        + 0.075 * math.exp(T_FIXED / T) * (x_t - xs_t)
+    )
+    torch.testing.assert_close(result.grad, expected)
+    assert model.calls == [4 * SHAPE[0]]
+
+
+def test_ssd_timestep_decreases_linearly_over_the_run():
+    method = SSD(SSDConfig(), LinearPredictor())
+    ts = [method.step(make_inputs(step=s)).losses["t"] for s in (0, 9)]
+    assert ts == [980.0, 20.0]
+
+
+def test_piva_step0_is_eq9_with_adapters_equal_to_the_base_model():
+    model = LinearPredictor()
+    inputs = make_inputs()
+    method = PIVA(PIVAConfig(**fixed_t(train_adapters=False)), model)
+    result = method.step(inputs)
+    (eps,) = draws(1)
+    ac = model.alphas_cumprod
+    x_t = noised(inputs.x.detach(), eps, T_FIXED, ac)
+    dds = 7.5 * (e(x_t, TGT) - e(x_t, SRC))  # CFG_tgt - CFG_src at one x_t: the uncond cancels
+    reg = e(x_t, SRC) - e(x_t, TGT)  # psi = phi = base model at step 0 (LoRA B = 0)
+    expected = (1 - ac[T_FIXED]) * (dds + 0.4 * reg)
+    torch.testing.assert_close(result.grad, expected)
+    # the regulariser is the base model's prompt delta at step 0, not zero (see piva.py)
+    assert result.losses["reg_norm"] == pytest.approx(float(reg.norm()), rel=1e-5)
+
+
+def test_piva_zero_gradient_for_equal_prompts_at_step0():
+    result = PIVA(PIVAConfig(), LinearPredictor()).step(make_inputs(src=SRC, tgt=SRC))
+    assert result.grad.abs().max() == 0.0
+    assert result.losses["reg_norm"] == 0.0
+
+
+def test_piva_regulariser_moves_after_adapter_updates():
+    model = LinearPredictor()
+    method = PIVA(PIVAConfig(**fixed_t(lora_learning_rate=1e-2)), model)
+    inputs = make_inputs(src=SRC, tgt=SRC)
+    x_t = torch.randn(SHAPE)
+    before = method.regulariser(x_t, tt(), inputs)
+    assert before.abs().max() == 0.0  # equal prompts, untouched adapters
+    for step in range(3):
+        losses = method.step(make_inputs(src=SRC, tgt=SRC, seed=step, step=step)).losses
+    assert {"lora_psi", "lora_phi"} <= set(losses)
+    after = method.regulariser(x_t, tt(), inputs)
+    assert after.abs().max() > 1e-4, "psi (source renders) and phi (edited renders) must diverge"
+    assert model.lin.weight.abs().max() == 0.0, "the base weights stay frozen"
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict_noise(x_t, tt(), SRC.expand(2, -1)), known(x_t, tt(), SRC.expand(2, -1)))
+
+
+def test_piva_state_dict_round_trip():
+    model = LinearPredictor()
+    method = PIVA(PIVAConfig(lora_learning_rate=1e-2), model)
+    method.step(make_inputs())
+    state = method.state_dict()
+    x_t = torch.randn(SHAPE)
+    ref = method.regulariser(x_t, tt(), make_inputs())
+    method.step(make_inputs(seed=5))
+    method.load_state_dict(state)
+    torch.testing.assert_close(method.regulariser(x_t, tt(), make_inputs()), ref)
+
+
+def test_nan_predictions_give_finite_gradients():
+    nan = torch.tensor([[float("nan"), 0.0]])
+    for method in (SDS(SDSConfig(), LinearPredictor()), DDS(DDSConfig(), LinearPredictor())):
+        result = method.step(make_inputs(tgt=nan))
+        assert torch.isfinite(result.grad).all() and torch.isfinite(result.loss)
+
+
+def test_methods_needing_a_source_say_so():
+    inputs = make_inputs()
+    inputs.source = None
+    with pytest.raises(ValueError, match="needs inputs.source"):
+        DDS(DDSConfig(), LinearPredictor()).step(inputs)
