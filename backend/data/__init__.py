@@ -1,0 +1,1 @@
+"""Loading the capture folder written by Blender (docs/capture_format.md)."""

@@ -1,0 +1,197 @@
+"""The 3D edit loop (PIVA Algorithm 1, the field as the generator).
+
+Every step:
+
+1. draw a camera from the capture's distribution (elevation, fov, distance ranges; uniform azimuth);
+2. render the edited field there (differentiable) and the frozen original field at the same pose
+   (methods.md pitfall 7: the source must be pixel-aligned with the render);
+3. encode both (VAE latents, or pixels for a pixel-space model), plus the rendered depth as the
+   ControlNet condition when the model has one (PIVA appendix D.1);
+4. the chosen method's step: its gradient is injected into the render (one convention, see
+   backend/editing/base.py), backpropagated into the field; PIVA also trains its adapters;
+5. Adam on the field (hash grid lr 0.01 in the paper), progress, previews, checkpoints.
+
+A checkpoint holds the step, the field, its optimiser, the method's state (PIVA's adapters and
+their optimiser), the sampler's occupancy grid and the random generator, so a killed edit resumes
+and ends exactly where an uninterrupted one ends.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from blender_piva import cameras, contract
+
+from .diffusion.control import depth_to_control
+from .editing.base import MethodInputs
+from .field.ngp_field import NGPField, save_field
+from .progress import JobCancelled, StageReporter
+from .render.rays import Intrinsics, generate_rays
+from .render.samplers import StratifiedSampler, make_sampler
+from .render.volume import render_image, render_rays
+
+CHECKPOINT_NAME = "edit.pt"
+
+
+@dataclass
+class EditCamera:
+    """One camera of the edit: pose in the normalised frame and pinhole intrinsics."""
+
+    c2w: Tensor
+    """[4, 4] camera-to-world (Blender convention), float32 on the edit's device."""
+    intrinsics: Intrinsics
+
+
+def sample_camera(
+    capture: contract.CaptureSettings, resolution: int, generator: torch.Generator, device: torch.device
+) -> EditCamera:
+    """A camera from the paper's distribution (the capture's ranges), drawn from ``generator``."""
+    u = torch.rand(4, generator=generator, device=generator.device).tolist()
+    lo, hi = (math.sin(math.radians(e)) for e in capture.elevation_deg)
+    elevation = math.degrees(math.asin(min(1.0, max(-1.0, lo + (hi - lo) * u[0]))))
+    azimuth = 360.0 * u[1]
+    fov = capture.fov_deg[0] + (capture.fov_deg[1] - capture.fov_deg[0]) * u[2]
+    distance = capture.distance[0] + (capture.distance[1] - capture.distance[0]) * u[3]
+    return make_camera(elevation, azimuth, distance, fov, resolution, device)
+
+
+def make_camera(
+    elevation_deg: float, azimuth_deg: float, distance: float, fov_deg: float, resolution: int, device: torch.device
+) -> EditCamera:
+    c2w = cameras.look_at(cameras.orbit_position(elevation_deg, azimuth_deg, distance), np.zeros(3))
+    fl_x, fl_y, cx, cy = cameras.intrinsics(fov_deg, resolution, resolution)
+    return EditCamera(
+        torch.as_tensor(c2w, dtype=torch.float32, device=device),
+        Intrinsics(w=resolution, h=resolution, fl_x=fl_x, fl_y=fl_y, cx=cx, cy=cy),
+    )
+
+
+def render_view(
+    field: NGPField, camera: EditCamera, sampler: StratifiedSampler, generator: torch.Generator | None
+) -> dict[str, Tensor]:
+    """Render ``field`` at ``camera``: rgb [1, 3, H, W], depth [H, W], opacity [H, W] (with grad)."""
+    rays_o, rays_d = generate_rays(camera.c2w, camera.intrinsics)
+    rays_o, rays_d = rays_o.reshape(-1, 3), rays_d.reshape(-1, 3)
+    samples = sampler.sample(rays_o, rays_d, sigma_fn=field.density, stratified=generator is not None, generator=generator)
+    out = render_rays(field, rays_o, rays_d, samples, background=1.0)
+    h, w = camera.intrinsics.h, camera.intrinsics.w
+    rgb = out["rgb"].reshape(h, w, 3).permute(2, 0, 1)[None]
+    return {"rgb": rgb, "depth": out["depth"].reshape(h, w), "opacity": out["opacity"].reshape(h, w)}
+
+
+def edit_field(
+    original: NGPField,
+    model,
+    method,
+    spec: contract.JobSpec,
+    out_dir: Path,
+    *,
+    device: torch.device,
+    reporter: StageReporter,
+) -> dict[str, float]:
+    """Edit a copy of ``original`` towards ``spec.target_prompt``; save it to ``out_dir/field``.
+
+    ``model`` is a loaded :class:`backend.diffusion.model.DiffusionModel`, ``method`` an
+    :class:`backend.editing.base.EditMethod` built on it. Returns figures for the manifest.
+    """
+    settings = spec.edit
+    total = settings.steps
+    resolution = settings.render_resolution
+    out_dir = Path(out_dir)
+    checkpoint_path = out_dir / "checkpoints" / CHECKPOINT_NAME
+
+    original = original.to(device).eval().requires_grad_(False)
+    edited = copy.deepcopy(original).train().requires_grad_(True)
+    source_sampler = make_sampler(original.aabb, 96, device)
+    sampler = make_sampler(edited.aabb, 96, device, warmup_steps=0)
+    if isinstance(source_sampler, StratifiedSampler):
+        source_sampler.warmup_steps = 0
+    source_generator = torch.Generator(device=device)
+    source_generator.manual_seed(spec.seed)
+    source_sampler.update(0, original.density, generator=source_generator)
+    optimizer = torch.optim.Adam(edited.parameters(), lr=settings.field_learning_rate, betas=(0.9, 0.99), eps=1e-15)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(spec.seed)
+
+    cond_src = model.encode_prompt(spec.source_prompt)
+    cond_tgt = model.encode_prompt(spec.target_prompt)
+    cond_null = model.encode_prompt("")
+    use_control = getattr(model, "controlnet", None) is not None
+
+    start = 0
+    if checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        edited.load_state_dict(state["field"])
+        optimizer.load_state_dict(state["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        method.load_state_dict(state["method"])
+        generator.set_state(state["generator"].cpu() if device.type == "cpu" else state["generator"])
+        start = int(state["step"])
+        reporter.log(f"resuming the edit from step {start}")
+
+    def save_checkpoint(step: int) -> None:
+        checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = checkpoint_path.with_suffix(".tmp")
+        torch.save(
+            {
+                "step": step,
+                "field": edited.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "sampler": sampler.state_dict(),
+                "method": method.state_dict(),
+                "generator": generator.get_state(),
+            },
+            tmp,
+        )
+        tmp.replace(checkpoint_path)
+
+    preview_camera = make_camera(
+        spec.capture.eval_elevation_deg, 30.0, spec.capture.eval_distance, spec.capture.eval_fov_deg, resolution, device
+    )
+    reporter.begin(total, f"{settings.method} edit: {spec.source_prompt!r} -> {spec.target_prompt!r}")
+    started = time.perf_counter()
+    for step in range(start, total):
+        if reporter.should_stop():
+            save_checkpoint(step)
+            raise JobCancelled("edit", step)
+        sampler.update(step, edited.density, generator=generator)
+        camera = sample_camera(spec.capture, resolution, generator, device)
+        view = render_view(edited, camera, sampler, generator)
+        with torch.no_grad():
+            source_view = render_view(original, camera, source_sampler, None)
+            source = model.encode_images(source_view["rgb"])
+        x = model.encode_images(view["rgb"])
+        inputs = MethodInputs(
+            x=x,
+            cond_src=cond_src,
+            cond_tgt=cond_tgt,
+            cond_null=cond_null,
+            step=step,
+            total_steps=total,
+            source=source,
+            control=depth_to_control(view["depth"], view["opacity"]) if use_control else None,
+            source_control=depth_to_control(source_view["depth"], source_view["opacity"]) if use_control else None,
+            generator=generator,
+        )
+        result = method.step(inputs)
+        optimizer.zero_grad(set_to_none=True)
+        result.loss.backward()
+        optimizer.step()
+        done = step + 1
+        reporter.progress(done, total, result.losses)
+        if done % settings.preview_every == 0 or done == total:
+            image = render_image(edited, preview_camera.c2w, preview_camera.intrinsics, sampler=sampler)["rgb"]
+            reporter.preview(done, image.cpu().numpy())
+        if done % settings.checkpoint_every == 0 and done < total:
+            save_checkpoint(done)
+    save_field(out_dir / "field", edited)
+    save_checkpoint(total)
+    return {"edit_seconds": time.perf_counter() - started, "edit_steps": float(total)}

@@ -1,0 +1,1 @@
+"""Neural fields: the multiresolution hash encoding and the Instant-NGP density + colour field."""

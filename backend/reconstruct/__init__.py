@@ -1,0 +1,1 @@
+"""The reconstruct stage: fit an Instant-NGP field to the capture."""

@@ -1,0 +1,1 @@
+"""Rays, samplers and volume rendering of a field."""

@@ -1,0 +1,90 @@
+"""The edit stage: load the fitted field and the diffusion model, run the chosen method."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from blender_piva import contract
+
+from ..runner import JobContext, StageError
+
+TOY_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "toy"
+"""The embedded default model shipped with the project (``model: "toy"``)."""
+
+
+DEFAULT_CONTROLNETS = {
+    "stabilityai/stable-diffusion-2-1-base": "thibaud/controlnet-sd21-depth-diffusers",
+}
+"""Depth ControlNet used with a hub model when the job names none (PIVA appendix D.1)."""
+
+
+def resolve_controlnet(model: str, controlnet: str) -> str:
+    """The job's ControlNet; else the model folder's own ``controlnet/``; else the hub default."""
+    if controlnet:
+        return controlnet
+    own = Path(model) / "controlnet"
+    if own.is_dir():
+        return str(own)
+    return DEFAULT_CONTROLNETS.get(model, "")
+
+
+def resolve_model(name: str) -> str:
+    """``toy`` -> the shipped folder; anything else (hub id or folder) unchanged."""
+    if name != "toy":
+        return name
+    if not (TOY_MODEL_DIR / "model_index.json").is_file():
+        raise StageError(
+            f"the embedded toy model is missing from {TOY_MODEL_DIR}",
+            "choose a model folder or hub id in the preferences (or --model), or train it with scripts/train_toy_model.py",
+        )
+    return str(TOY_MODEL_DIR)
+
+
+def model_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+def run(ctx: JobContext) -> dict:
+    from ..diffusion.model import DiffusionModel, ModelLoadError
+    from ..edit3d import edit_field
+    from ..editing.registry import MethodConfigError, build_config, method_class
+    from ..field.ngp_field import load_field
+
+    spec = ctx.spec
+    out_dir = spec.job_dir / "edit"
+    done_marker = out_dir / "metrics.json"
+    if done_marker.is_file() and (out_dir / "field").is_dir():
+        ctx.events.emit("log", stage="edit", message="edit already done; reusing it")
+        return {"metrics": json.loads(done_marker.read_text())}
+    field_dir = spec.reconstruction_path / "field"
+    try:
+        original = load_field(field_dir, device=ctx.device)
+    except FileNotFoundError as exc:
+        raise StageError(str(exc), "run the reconstruct stage first (include it in the job's stages)") from None
+    device = ctx.device
+    try:
+        config = build_config(spec.edit.method, spec.edit)
+    except (MethodConfigError, ValueError) as exc:
+        raise StageError(str(exc), "fix edit.method_params in the job") from None
+    try:
+        model_name = resolve_model(spec.model.model)
+        model = DiffusionModel.load(
+            model_name,
+            controlnet=resolve_controlnet(model_name, spec.model.controlnet),
+            device=device,
+            dtype=model_dtype(spec.model.precision, device),
+        )
+    except ModelLoadError as exc:
+        raise StageError(str(exc), "check the model id or folder in the preferences") from None
+    method = method_class(spec.edit.method)(config, model)
+    try:
+        metrics = edit_field(original, model, method, spec, out_dir, device=device, reporter=ctx.reporter("edit"))
+    finally:
+        method.close()
+    contract.write_json_atomic(done_marker, metrics)
+    return {"metrics": metrics}

@@ -1,0 +1,31 @@
+"""The reconstruct stage: fit the neural field to the capture (shared by jobs on one object)."""
+
+from __future__ import annotations
+
+import json
+
+from blender_piva import contract
+
+from ..runner import JobContext, StageError
+
+
+def run(ctx: JobContext) -> dict:
+    from ..data.capture_dataset import CaptureError, load_capture
+    from ..reconstruct.trainer import fit_field
+
+    spec = ctx.spec
+    out_dir = spec.reconstruction_path
+    done_marker = out_dir / "metrics.json"
+    if done_marker.is_file() and (out_dir / "field").is_dir():
+        ctx.events.emit("log", stage="reconstruct", message=f"reusing the fitted field in {out_dir}")
+        return {"metrics": json.loads(done_marker.read_text())}
+    try:
+        dataset = load_capture(spec.capture_path)
+    except CaptureError as exc:
+        raise StageError(str(exc), "capture the object again") from None
+    metrics = fit_field(
+        dataset, spec.reconstruct, out_dir, device=ctx.device, seed=spec.seed, reporter=ctx.reporter("reconstruct")
+    )
+    metrics = {k: float(v) for k, v in metrics.items()}
+    contract.write_json_atomic(done_marker, metrics)
+    return {"metrics": metrics}
