@@ -232,12 +232,16 @@ class ExportSettings:
     """Side of the baked square texture in pixels."""
     min_component_fraction: float = 0.01
     """Connected components with fewer faces than this fraction of the largest are dropped."""
+    iso_density: float = 0.0
+    """Density of the surface; 0 = automatic (a 1/256-of-the-box segment is half opaque). Lower it
+    when a short or low-resolution fit exports nothing; raise it to shave off haze."""
 
     def validate(self, prefix: str = "export") -> None:
         _check_int(self.grid_resolution, f"{prefix}.grid_resolution", 16, 2048)
         _check_int(self.face_budget, f"{prefix}.face_budget", 100, 10_000_000)
         _check_int(self.texture_size, f"{prefix}.texture_size", 16, 16384)
         _check_float(self.min_component_fraction, f"{prefix}.min_component_fraction", 0.0, 1.0)
+        _check_float(self.iso_density, f"{prefix}.iso_density", 0.0, 1e9)
 
 
 @dataclass

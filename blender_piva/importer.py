@@ -172,7 +172,12 @@ def _build_mesh(name: str, positions: np.ndarray, uvs: np.ndarray, faces: np.nda
     corners = inverse.reshape(-1)[faces]  # [F, 3]
     # Zero-area faces whose corners weld together are invalid in Blender: drop them.
     keep = (corners[:, 0] != corners[:, 1]) & (corners[:, 1] != corners[:, 2]) & (corners[:, 2] != corners[:, 0])
-    faces, loops = faces[keep], corners[keep].reshape(-1)  # [F', 3], [3F']
+    faces, corners = faces[keep], corners[keep]
+    # Two faces on the same three vertices (marching cubes on a soft field can make them after the
+    # seams are welded) are invalid too: keep the first of each.
+    _, first = np.unique(np.sort(corners, axis=1), axis=0, return_index=True)
+    first.sort()
+    faces, loops = faces[first], corners[first].reshape(-1)  # [F', 3], [3F']
     mesh = bpy.data.meshes.new(name)
     mesh.vertices.add(len(welded))
     mesh.vertices.foreach_set("co", welded.astype(np.float32).ravel())

@@ -61,6 +61,8 @@ def export_field(
     bake = bake or BakeSettings()
     extract = extract or ExtractSettings()
     extract = dataclasses.replace(extract, grid_resolution=settings.grid_resolution)
+    if settings.iso_density > 0.0:
+        extract = dataclasses.replace(extract, iso_density=settings.iso_density)
     out_dir = Path(out_dir)
     timings: dict[str, float] = {}
     faces: dict[str, int] = {}
