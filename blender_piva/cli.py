@@ -54,6 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+DEMO_TOY_OVERRIDES = [
+    "edit.render_resolution=32",
+    "edit.steps=300",
+    "reconstruct.steps=500",
+]
+"""The demo's settings with the embedded toy model (its images are 32x32); goal: minutes on a CPU."""
+
+
 def parse_overrides(items: list[str]) -> dict:
     overrides: dict = {}
     for item in items:
@@ -168,13 +176,23 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not args.jobs:
         args.jobs = str(out / "jobs")
+    if args.model == "toy":
+        # The embedded model sees 32x32 images: edit renders at its native size.
+        args.set = [*DEMO_TOY_OVERRIDES, *args.set]
     obj = build_demo_scene()
     code = run_edit(args, obj.name)
-    if code == 0:
-        blend = out / "demo.blend"
-        bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
-        print(f"PIVA: saved {blend}")
-    return code
+    if code != 0:
+        return code
+    blend = out / "demo.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
+    print(f"PIVA: saved {blend}")
+    result = [o for o in bpy.data.objects if o.get("piva_job_id")]
+    if result:
+        from blender_piva.compare import before_after
+
+        image = before_after(obj, result[-1], out / "before_after.png")
+        print(f"PIVA: before (top) and after (bottom) renders: {image}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -217,7 +217,10 @@ def _build_material(name: str, image: bpy.types.Image) -> bpy.types.Material:
         material.use_nodes = True
     nodes, links = material.node_tree.nodes, material.node_tree.links
     bsdf = next(n for n in nodes if n.type == "BSDF_PRINCIPLED")
-    bsdf.inputs["Roughness"].default_value = 1.0  # lighting is baked into the texture
+    # Lighting is baked into the texture: no highlights on top of it (they read as a white haze).
+    bsdf.inputs["Roughness"].default_value = 1.0
+    if "Specular IOR Level" in bsdf.inputs:
+        bsdf.inputs["Specular IOR Level"].default_value = 0.0
     texture = nodes.new("ShaderNodeTexImage")
     texture.image = image
     texture.location = (bsdf.location.x - 350, bsdf.location.y)
