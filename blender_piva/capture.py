@@ -56,6 +56,18 @@ _SUN_ANGLE_DEG = 30.0  # angular diameter: soft shadows
 _MAX_BOUNCES = 4  # enough for the white-world light in concavities; fewer bounces = faster views
 
 
+def light_rig() -> capture_io.LightRig:
+    """The rig above as recorded in transforms.json (the backend's bake divides it out)."""
+    sun = cameras.orbit_position(_SUN_ELEVATION_DEG, _SUN_AZIMUTH_DEG, 1.0)
+    return capture_io.LightRig(
+        world_strength=_WORLD_STRENGTH,
+        world_color=(1.0, 1.0, 1.0),
+        sun_direction=tuple(float(c) for c in sun / np.linalg.norm(sun)),
+        sun_strength=_SUN_IRRADIANCE,
+        sun_angle_deg=_SUN_ANGLE_DEG,
+    )
+
+
 class CaptureError(ValueError):
     """The object or the output folder cannot be captured; the message says how to fix it."""
 
@@ -135,7 +147,9 @@ def capture_object(
             _write_view(partial, view, channels, scale)
             if progress is not None:
                 progress(done + 1, len(views))
-        document = capture_io.transforms_document(settings, views, world_to_normalized, object_matrix_world, obj.name)
+        document = capture_io.transforms_document(
+            settings, views, world_to_normalized, object_matrix_world, obj.name, light_rig=light_rig()
+        )
         (partial / TRANSFORMS_FILE).write_text(json.dumps(document, indent=1, allow_nan=False) + "\n", encoding="utf-8")
         _replace_dir(partial, out_dir)
     except BaseException:

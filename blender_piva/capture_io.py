@@ -76,16 +76,74 @@ def frame_entry(view: CameraView, width: int, height: int) -> dict[str, Any]:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class LightRig:
+    """The capture's lights, in the normalised frame: ``transforms.json``'s ``"light_rig"`` entry.
+
+    A Lambertian surface of albedo ``a`` (linear) with normal ``n`` that sees the whole world and
+    the whole sun renders as ``a * (world_strength * world_color + sun_strength / pi * max(0, n.s))``
+    (Cycles: a background of strength W is radiance W; a sun of strength S is irradiance S W/m^2).
+    The backend's bake divides by this to store the albedo (``backend/export/delight.py``).
+    """
+
+    world_strength: float
+    """Strength of the uniform world background (radiance, linear)."""
+    world_color: tuple[float, float, float]
+    """Linear colour of the world background."""
+    sun_direction: tuple[float, float, float]
+    """Unit vector from the object towards the sun (the sun shines along its negative)."""
+    sun_strength: float
+    """Blender sun strength: irradiance on a surface facing the sun, W/m^2."""
+    sun_angle_deg: float
+    """Angular diameter of the sun disc (soft shadows and a soft terminator)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "world_strength": float(self.world_strength),
+            "world_color": [float(c) for c in self.world_color],
+            "sun_direction": [float(c) for c in self.sun_direction],
+            "sun_strength": float(self.sun_strength),
+            "sun_angle_deg": float(self.sun_angle_deg),
+        }
+
+    @classmethod
+    def from_json(cls, entry: dict[str, Any]) -> "LightRig":
+        """Parse a ``"light_rig"`` entry; ValueError names what is missing or malformed."""
+        try:
+            direction = np.asarray(entry["sun_direction"], np.float64)
+            color = np.asarray(entry["world_color"], np.float64)
+            rig = cls(
+                world_strength=float(entry["world_strength"]),
+                world_color=tuple(float(c) for c in color),
+                sun_direction=tuple(float(c) for c in direction / np.linalg.norm(direction)),
+                sun_strength=float(entry["sun_strength"]),
+                sun_angle_deg=float(entry["sun_angle_deg"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(
+                f"transforms.json's 'light_rig' entry is malformed ({type(exc).__name__}: {exc}); it needs "
+                "world_strength, world_color [3], sun_direction [3], sun_strength and sun_angle_deg "
+                "(docs/capture_format.md). Re-capture the object to rewrite it."
+            ) from None
+        values = [rig.world_strength, rig.sun_strength, rig.sun_angle_deg, *rig.world_color, *rig.sun_direction]
+        if len(rig.world_color) != 3 or len(rig.sun_direction) != 3 or not np.all(np.isfinite(values)):
+            raise ValueError(f"transforms.json's 'light_rig' entry has wrong sizes or non-finite values: {entry}")
+        if rig.world_strength < 0 or rig.sun_strength < 0 or min(rig.world_color) < 0:
+            raise ValueError(f"transforms.json's 'light_rig' entry has negative light: {entry}")
+        return rig
+
+
 def transforms_document(
     settings: CaptureSettings,
     views: Sequence[CameraView],
     world_to_normalized: np.ndarray,  # [4, 4]
     object_matrix_world: np.ndarray,  # [4, 4]
     object_name: str,
+    light_rig: LightRig | None = None,
 ) -> dict[str, Any]:
-    """The whole ``transforms.json`` (see docs/capture_format.md)."""
+    """The whole ``transforms.json`` (see docs/capture_format.md); ``light_rig`` is written when given."""
     size = settings.resolution
-    return {
+    document = {
         "contract": CONTRACT_VERSION,
         "camera_model": "PINHOLE",
         "w": size,
@@ -100,6 +158,9 @@ def transforms_document(
         "capture_settings": dataclasses.asdict(settings),
         "frames": [frame_entry(view, size, size) for view in views],
     }
+    if light_rig is not None:
+        document["light_rig"] = light_rig.to_json()
+    return document
 
 
 def _matrix(m: np.ndarray) -> list[list[float]]:

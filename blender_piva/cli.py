@@ -57,7 +57,6 @@ def _parser() -> argparse.ArgumentParser:
 DEMO_TOY_OVERRIDES = [
     "edit.render_resolution=32",
     "edit.steps=300",
-    "reconstruct.steps=500",
 ]
 """The demo's settings with the embedded toy model (its images are 32x32); goal: minutes on a CPU."""
 

@@ -29,9 +29,10 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "preview": Preset(
         label="Preview",
-        description="Fast: 40 views at 128 px, short fit and edit, 128^3 mesh (minutes on a CPU)",
+        description="Fast: 40 views at 128 px, a short fit and edit, 128^3 mesh (minutes on a CPU)",
         capture=contract.CaptureSettings(num_views=40, num_eval_views=4, resolution=128, samples=8),
-        reconstruct=contract.ReconstructSettings(steps=1500, rays_per_batch=2048, samples_per_ray=48),
+        # 600 steps of 1024 rays: 41 dB held-out PSNR at 128 px in ~4 CPU-minutes (bench/reconstruct.py)
+        reconstruct=contract.ReconstructSettings(steps=600, rays_per_batch=1024, samples_per_ray=64),
         edit=contract.EditSettings(steps=300, render_resolution=64),
         export=contract.ExportSettings(grid_resolution=128, face_budget=10000, texture_size=512),
     ),

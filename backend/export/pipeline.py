@@ -26,6 +26,7 @@ from backend.export.obj import write_obj
 from backend.export.uv_bake import BakeSettings, bake_texture, unwrap
 from backend.progress import JobCancelled, StageReporter
 from blender_piva import contract
+from blender_piva.capture_io import LightRig
 
 FILES = {"mesh": "mesh.glb", "texture": "texture.png", "obj": "mesh.obj", "mtl": "mesh.mtl"}
 """Manifest role -> file name of everything the export writes."""
@@ -44,8 +45,12 @@ def export_field(
     bake: BakeSettings | None = None,
     extract: ExtractSettings | None = None,
     write_obj_files: bool = True,
+    light_rig: LightRig | None = None,
 ) -> dict[str, Any]:
     """Export ``field`` as a textured mesh in the source object's local frame.
+
+    ``light_rig``: the capture's lights (``LightRig.from_json(transforms["light_rig"])``); when given
+    and ``bake.delight`` is on, the texture holds the albedo, not the lit colour (see delight.py).
 
     Returns ``{"files": role -> name, "timings_s": step -> seconds, "faces": step -> count,
     "vertices": int, "iso_density": float, "cell_size": float, "texture_coverage": float}``.
@@ -94,7 +99,9 @@ def export_field(
     uv_mesh = unwrap(vertices, tris, settings.texture_size, bake.atlas_padding_px)
     done("unwrap", len(uv_mesh.faces))
     # 5. Bake the field's colour (queried in the normalised frame).
-    image, coverage = bake_texture(field, uv_mesh, settings.texture_size, mesh.cell_size, bake, device=device)
+    image, coverage = bake_texture(
+        field, uv_mesh, settings.texture_size, mesh.cell_size, bake, device=device, light_rig=light_rig
+    )
     done("bake")
     # 6. Map to the object's local frame and write the files.
     positions, normals, local_faces = to_local_frame(uv_mesh.vertices, uv_mesh.normals, uv_mesh.faces, matrix)
@@ -122,6 +129,7 @@ def export_field(
         "cell_size": mesh.cell_size,
         "texture_coverage": coverage,
         "components_dropped": counts["components_dropped"],
+        "delit": bool(light_rig is not None and bake.delight),
     }
 
 

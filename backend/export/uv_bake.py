@@ -7,7 +7,9 @@ outside in (nerfstudio's texture export shoots a short ray along the inverted no
 the marching-cubes surface lies within a cell of the true one, and a field's colour is only
 trained where it has density, so the first occupied sample along the segment is the right one.
 Texels no triangle covers take the colour of the nearest covered texel, so seams and mipmaps never
-blend in background.
+blend in background. When the capture's light rig is known, the colours are de-lit first
+(``delight.py``): the texture stores the albedo, which a diffuse material under the same rig
+renders back to the captured colour.
 
 UV convention: glTF's, origin at the image's top-left corner, v pointing down the rows.
 """
@@ -21,7 +23,9 @@ import torch
 import xatlas
 from scipy.ndimage import distance_transform_edt
 
+from backend.export.delight import delight_colors
 from backend.export.field_like import FieldLike
+from blender_piva.capture_io import LightRig
 
 
 @dataclass
@@ -47,6 +51,9 @@ class BakeSettings:
     """Empty texels xatlas keeps between charts (room for bilinear filtering)."""
     chunk_size: int = 1 << 16
     """Texels per field query."""
+    delight: bool = True
+    """Divide the capture's lighting out of the colours when its light rig is known (a capture
+    without ``"light_rig"`` in transforms.json bakes the lit colours as they are)."""
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:  # [V, 3], [F, 3] -> [V, 3]
@@ -191,8 +198,13 @@ def bake_texture(
     settings: BakeSettings,
     *,
     device: torch.device | str = "cpu",
+    light_rig: LightRig | None = None,
 ) -> tuple[np.ndarray, float]:  # image [H, W, 3] float32 in [0, 1] (row 0 = v 0), covered fraction
-    """Rasterise the UV triangles, query the field at each texel's surface point, pad the seams."""
+    """Rasterise the UV triangles, query the field at each texel's surface point, pad the seams.
+
+    ``light_rig``: the capture's lights in the field's (normalised) frame; with ``settings.delight``
+    the texels store the albedo instead of the lit colour.
+    """
     face_id, bary = rasterize_uv(mesh.uvs, mesh.faces, texture_size)
     covered = face_id >= 0
     fid = face_id[covered]  # [N]
@@ -202,5 +214,8 @@ def bake_texture(
     normals = (mesh.normals[corners] * w).sum(axis=1)
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
     image = np.zeros((texture_size, texture_size, 3), dtype=np.float32)
-    image[covered] = query_colors(field, points, normals, settings.depth_cells * cell_size, settings, device=device)
+    colors = query_colors(field, points, normals, settings.depth_cells * cell_size, settings, device=device)
+    if light_rig is not None and settings.delight:
+        colors = delight_colors(colors, normals, light_rig)
+    image[covered] = colors
     return fill_empty_texels(image, covered), float(covered.mean())

@@ -7,6 +7,7 @@ import json
 import numpy as np
 
 from blender_piva import contract
+from blender_piva.capture_io import LightRig
 
 from ..runner import JobContext, StageError
 
@@ -34,8 +35,19 @@ def run(ctx: JobContext) -> dict:
     transforms = json.loads((spec.capture_path / contract.TRANSFORMS_FILE).read_text())
     normalization = np.asarray(transforms["normalization"], dtype=np.float64)
     try:
+        # Captures written before the rig was recorded bake the lit colours, as they always did.
+        light_rig = LightRig.from_json(transforms["light_rig"]) if "light_rig" in transforms else None
+    except ValueError as exc:
+        raise StageError(str(exc), "re-capture the object") from None
+    try:
         out = export_field(
-            field, spec.export, np.linalg.inv(normalization), results, device=ctx.device, reporter=ctx.reporter("export")
+            field,
+            spec.export,
+            np.linalg.inv(normalization),
+            results,
+            device=ctx.device,
+            reporter=ctx.reporter("export"),
+            light_rig=light_rig,
         )
     except EmptyFieldError as exc:
         raise StageError(

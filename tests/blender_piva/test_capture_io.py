@@ -6,9 +6,16 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from blender_piva.cameras import all_views
-from blender_piva.capture_io import depth_codes_from_z, depth_unit_scale, srgb8_from_linear, transforms_document
+from blender_piva.capture_io import (
+    LightRig,
+    depth_codes_from_z,
+    depth_unit_scale,
+    srgb8_from_linear,
+    transforms_document,
+)
 from blender_piva.contract import CaptureSettings
 
 
@@ -46,3 +53,33 @@ def test_transforms_document_is_json_and_consistent():
     assert math.isclose(math.degrees(frame["camera_angle_x"]), settings.eval_fov_deg)
     assert math.isclose(np.linalg.norm(np.array(frame["transform_matrix"])[:3, 3]), settings.eval_distance)
     assert doc["capture_settings"]["elevation_deg"] == [10.0, 60.0]
+
+
+def test_light_rig_is_written_and_read_back():
+    settings = CaptureSettings(num_views=1, num_eval_views=0, resolution=16)
+    rig = LightRig(world_strength=0.8, world_color=(1.0, 1.0, 1.0), sun_direction=(0.0, 0.6, 0.8),
+                   sun_strength=0.2 * math.pi, sun_angle_deg=30.0)
+    views = all_views(settings)
+    doc = json.loads(json.dumps(transforms_document(settings, views, np.eye(4), np.eye(4), "Cube", light_rig=rig)))
+    assert LightRig.from_json(doc["light_rig"]) == rig
+    # Old captures have no entry: the backend then bakes the lit colours as before.
+    assert "light_rig" not in transforms_document(settings, views, np.eye(4), np.eye(4), "Cube")
+
+
+def test_malformed_light_rig_is_refused_with_the_fields_it_needs():
+    entry = {"world_strength": 0.8, "world_color": [1, 1, 1], "sun_direction": [0, 0, 1], "sun_strength": 0.6}
+    with pytest.raises(ValueError, match="sun_angle_deg"):
+        LightRig.from_json(entry)
+    with pytest.raises(ValueError, match="negative"):
+        LightRig.from_json({**entry, "sun_angle_deg": 30.0, "sun_strength": -1.0})
+
+
+def test_capture_records_the_rig_it_renders_with():
+    capture = pytest.importorskip("blender_piva.capture")  # needs bpy
+    rig = capture.light_rig()
+    el, az = math.radians(capture._SUN_ELEVATION_DEG), math.radians(capture._SUN_AZIMUTH_DEG)
+    expected = [math.cos(el) * math.sin(az), -math.cos(el) * math.cos(az), math.sin(el)]
+    np.testing.assert_allclose(rig.sun_direction, expected, atol=1e-12)
+    # docs/capture_format.md: a surface facing the sun renders at 1.0 x albedo, 0.8 from the world.
+    assert math.isclose(rig.world_strength + rig.sun_strength / math.pi, 1.0)
+    assert rig.world_strength == capture._WORLD_STRENGTH and rig.sun_angle_deg == capture._SUN_ANGLE_DEG

@@ -84,3 +84,29 @@ def test_empty_field_and_bad_matrix_are_refused(tmp_path: Path):
     with pytest.raises(ValueError, match="invertible 4x4"):
         export_field(SphereField(), SETTINGS, np.zeros((4, 4)), tmp_path, reporter=StageReporter.silent("export"))
     assert not any(tmp_path.iterdir())
+
+
+def test_light_rig_delights_the_texture_and_can_be_turned_off(tmp_path: Path):
+    from PIL import Image
+
+    from backend.export.uv_bake import BakeSettings
+    from blender_piva.capture_io import LightRig
+
+    rig = LightRig(world_strength=0.8, world_color=(1.0, 1.0, 1.0), sun_direction=(0.0, 0.0, 1.0),
+                   sun_strength=0.2 * math.pi, sun_angle_deg=30.0)
+    field, silent = SphereField(radius=0.5), StageReporter.silent("export")
+    textures = {}
+    for name, kwargs in {
+        "none": {},
+        "off": {"light_rig": rig, "bake": BakeSettings(delight=False)},
+        "on": {"light_rig": rig},
+    }.items():
+        result = export_field(field, SETTINGS, np.eye(4), tmp_path / name, reporter=silent, write_obj_files=False,
+                              **kwargs)
+        assert result["delit"] == (name == "on")
+        textures[name] = np.asarray(Image.open(tmp_path / name / "texture.png"), np.float64)
+    np.testing.assert_array_equal(textures["off"], textures["none"])  # the setting turns it off entirely
+    # Lit colours are 0.8-1.0 x albedo: the albedo is brighter, by at most 1 / 0.8 in linear units.
+    gain = (textures["on"] / 255.0) ** 2.2 / np.maximum((textures["none"] / 255.0) ** 2.2, 1e-3)
+    bright = textures["none"] > 40
+    assert np.median(gain[bright]) > 1.03 and np.percentile(gain[bright], 99) < 1.0 / 0.8 * 1.05
