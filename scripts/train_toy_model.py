@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from blender_piva import toy_world
 
     prompts = [toy_world.prompt(c, s) for s in toy_world.SHAPES for c in toy_world.COLORS]
-    images = sample_images(unet, text_encoder, tokenizer, prompts, model_config, seed=args.seed)
+    images = sample_images(unet, text_encoder, tokenizer, prompts, model_config, seed=args.seed, guidance_scale=3.0)
     args.grid.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image_grid(images, columns=len(toy_world.COLORS))).resize(
         (len(toy_world.COLORS) * 34 * 4, len(toy_world.SHAPES) * 34 * 4), Image.NEAREST

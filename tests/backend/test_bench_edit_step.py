@@ -1,0 +1,56 @@
+"""bench/edit_step.py: the SD 2.1-base architecture it builds, and its step loop on the tiny model."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from backend.diffusion.model import DiffusionModel
+from backend.diffusion.tiny import save_tiny_model
+from backend.editing.registry import METHODS
+
+_PATH = Path(__file__).resolve().parents[2] / "bench" / "edit_step.py"
+
+
+@pytest.fixture(scope="module")
+def edit_step():
+    spec = importlib.util.spec_from_file_location("bench_edit_step", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sd21_modules_have_the_published_sizes_and_fit_together(edit_step):
+    # meta tensors: shapes without memory or compute
+    with torch.device("meta"):
+        unet, vae, cnet = edit_step.build_sd21_modules(controlnet=True)
+        assert sum(p.numel() for p in unet.parameters()) == 865_910_724  # SD 2.1-base UNet
+        assert sum(p.numel() for p in vae.parameters()) == 83_653_863  # SD VAE (kl-f8)
+        image = torch.empty(1, 3, 512, 512)
+        latents = vae.encode(image).latent_dist.mean
+        assert latents.shape == (1, 4, 64, 64)
+        t, cond = torch.zeros(1, dtype=torch.long), torch.empty(1, 77, 1024)
+        down, mid = cnet(latents, t, encoder_hidden_states=cond, controlnet_cond=image, return_dict=False)
+        out = unet(latents, t, encoder_hidden_states=cond, down_block_additional_residuals=down,
+                   mid_block_additional_residual=mid, return_dict=False)[0]
+    assert out.shape == (1, 4, 64, 64)
+
+
+def test_bench_method_times_and_counts_every_method_on_the_tiny_model(edit_step, tmp_path):
+    folder = save_tiny_model(tmp_path / "tiny")
+    model = DiffusionModel.load(
+        str(folder), controlnet=str(folder / "controlnet"), device=torch.device("cpu"), dtype=torch.float32
+    )
+    figures = {name: edit_step.bench_method(name, model, resolution=32, reps=1) for name in METHODS}
+    for name, f in figures.items():
+        assert f["ms"] > 0 and f["tflop"] > 0, name
+        assert math.isfinite(f["peak_mb"]) and f["peak_mb"] >= 0, name
+        assert "floor_ms" not in f  # the H100 floor is printed on CUDA only
+    # PIVA adds adapter evaluations and training to a DDS-like call: more work than SDS's one call of 2
+    assert figures["piva"]["tflop"] > 1.5 * figures["sds"]["tflop"]
+    # bench_method closes each method: PIVA's adapters are gone from the UNet afterwards
+    assert not any("lora_" in n for n, _ in model.unet.named_parameters())
