@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
 DEMO_TOY_OVERRIDES = [
     "edit.render_resolution=32",
-    "edit.steps=300",
+    "edit.steps=150",
 ]
 """The demo's settings with the embedded toy model (its images are 32x32); goal: minutes on a CPU."""
 

@@ -143,9 +143,10 @@ def test_ssd_timestep_decreases_linearly_over_the_run():
 
 
 def test_piva_step0_is_eq9_with_adapters_equal_to_the_base_model():
+    """The paper's shortcut (x_t in both DDS branches)."""
     model = LinearPredictor()
     inputs = make_inputs()
-    method = PIVA(PIVAConfig(**fixed_t(train_adapters=False)), model)
+    method = PIVA(PIVAConfig(**fixed_t(train_adapters=False, use_source_latent=False)), model)
     result = method.step(inputs)
     (eps,) = draws(1)
     ac = model.alphas_cumprod
@@ -159,9 +160,14 @@ def test_piva_step0_is_eq9_with_adapters_equal_to_the_base_model():
 
 
 def test_piva_zero_gradient_for_equal_prompts_at_step0():
-    result = PIVA(PIVAConfig(), LinearPredictor()).step(make_inputs(src=SRC, tgt=SRC))
+    # Step 0 of a real edit: the edited render IS the source render.
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
+    result = PIVA(PIVAConfig(), LinearPredictor()).step(make_inputs(x=x, source=x.clone(), src=SRC, tgt=SRC))
     assert result.grad.abs().max() == 0.0
     assert result.losses["reg_norm"] == 0.0
+    # The paper's shortcut (x_t in both branches) is zero for equal prompts whatever the source.
+    shortcut = PIVA(PIVAConfig(use_source_latent=False), LinearPredictor()).step(make_inputs(src=SRC, tgt=SRC))
+    assert shortcut.grad.abs().max() == 0.0
 
 
 def test_piva_regulariser_moves_after_adapter_updates():
