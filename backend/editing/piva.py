@@ -63,11 +63,12 @@ class PIVAConfig(ScheduleConfig):
     """Seed of the adapters' LoRA A initialisation (reproducible edits)."""
     train_adapters: bool = True
     """Update psi and phi after every step (Algorithm 1); False freezes them at the base model."""
-    use_source_latent: bool = True
-    """Use x_hat_t (the noised source) in the DDS term as eq. 9 writes it (default). The paper's
-    experiments plug in x_t instead to save rendering the source, but the source is rendered anyway
-    to train psi (eq. 7), and with x_t the DDS term never vanishes: it drove the toy demo's red cube
-    to saturated cyan and moved toy2d points 18.7 instead of 6.7. False = the paper's shortcut."""
+    use_source_latent: bool = False
+    """Use x_hat_t (the noised source render) in the DDS term as eq. 9 writes it. The paper's
+    experiments plug in x_t instead (default). Measured on the toy world (red -> blue cube, 150
+    steps): x_t keeps the shape but drives the colour to saturated cyan; x_hat_t reaches the right
+    blue but dissolves the density into haze (nothing left to export); in toy2d x_hat_t moves the
+    points 6.7 instead of 18.7. Neither is good enough yet: see docs/RESULTS.md."""
     control_base: bool = False
     """Also feed ``inputs.control`` (depth) to the base model's DDS predictions."""
 
