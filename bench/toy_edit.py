@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{method_name:5s} {kind:10s} {toy_world.prompt(*src):18s} -> {toy_world.prompt(*tgt):18s} "
                   f"success {success:.0f} drift {drift:.3f} ({detail})", flush=True)
 
-    print(f"\n| method | kind | edit | success | drift | detail |\n|---|---|---|---|---|---|")
+    print("\n| method | kind | edit | success | drift | detail |\n|---|---|---|---|---|---|")
     for method_name, kind, s, t, success, drift, detail in rows:
         print(f"| {method_name} | {kind} | {s} -> {t} | {success:.0f} | {drift:.3f} | {detail} |")
     print(f"toy_edit_seconds: {time.perf_counter() - started:.1f}")

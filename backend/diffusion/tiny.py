@@ -12,10 +12,11 @@ encoder emits 16 tokens of width 32.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
+
+from .layout import write_clip_tokenizer, write_model_index
 
 TEXT_WIDTH = 32
 """Width of the tiny text encoder's token embeddings (the UNet's cross_attention_dim)."""
@@ -138,34 +139,6 @@ def save_tiny_model(folder: str | Path, *, seed: int = 0, prediction_type: str =
     scheduler.save_pretrained(folder / "scheduler")
 
     vocab, merges = _vocab_and_merges()
-    tok_dir = folder / "tokenizer"
-    tok_dir.mkdir(exist_ok=True)
-    (tok_dir / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-    (tok_dir / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    (tok_dir / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "CLIPTokenizer",
-                "model_max_length": MAX_TOKENS,
-                "bos_token": "<|startoftext|>",
-                "eos_token": "<|endoftext|>",
-                "unk_token": "<|endoftext|>",
-                "pad_token": "<|endoftext|>",
-            }
-        ),
-        encoding="utf-8",
-    )
-    index = {
-        "_class_name": "StableDiffusionPipeline",
-        "_diffusers_version": "0.42.1",
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "scheduler": ["diffusers", "DDPMScheduler"],
-        "safety_checker": [None, None],
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-    }
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    write_clip_tokenizer(folder / "tokenizer", vocab, merges, MAX_TOKENS)
+    write_model_index(folder, vae=True)
     return folder

@@ -10,11 +10,12 @@ ControlNet, saved with safetensors and loaded by ``DiffusionModel.load`` like th
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from ..diffusion.layout import write_clip_tokenizer, write_model_index
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 WORDS = ("a", "red", "green", "blue", "yellow", "white", "purple", "cube", "sphere", "cylinder", "cone", "torus")
@@ -67,33 +68,7 @@ def vocab_and_merges() -> tuple[dict[str, int], list[str]]:
 
 def save_tokenizer(folder: Path, config: ToyModelConfig) -> None:
     vocab, merges = vocab_and_merges()
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab, indent=0))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    (folder / "tokenizer_config.json").write_text(
-        json.dumps(
-            {
-                "tokenizer_class": "CLIPTokenizer",
-                "model_max_length": config.max_tokens,
-                "bos_token": "<|startoftext|>",
-                "eos_token": "<|endoftext|>",
-                "unk_token": "<|endoftext|>",
-                "pad_token": "<|endoftext|>",
-                "do_lower_case": True,
-            },
-            indent=2,
-        )
-    )
-    (folder / "special_tokens_map.json").write_text(
-        json.dumps(
-            {
-                "bos_token": "<|startoftext|>",
-                "eos_token": "<|endoftext|>",
-                "unk_token": "<|endoftext|>",
-                "pad_token": "<|endoftext|>",
-            }
-        )
-    )
+    write_clip_tokenizer(folder, vocab, merges, config.max_tokens)
 
 
 def build_text_encoder(config: ToyModelConfig):
@@ -165,23 +140,7 @@ def save_model(folder: Path, config: ToyModelConfig, text_encoder, unet, control
     build_scheduler(config).save_pretrained(folder / "scheduler")
     if controlnet is not None:
         controlnet.save_pretrained(folder / "controlnet", safe_serialization=True)
-    (folder / "model_index.json").write_text(
-        json.dumps(
-            {
-                "_class_name": "StableDiffusionPipeline",
-                "_diffusers_version": "0.42.1",
-                "scheduler": ["diffusers", "DDPMScheduler"],
-                "text_encoder": ["transformers", "CLIPTextModel"],
-                "tokenizer": ["transformers", "CLIPTokenizer"],
-                "unet": ["diffusers", "UNet2DConditionModel"],
-                "vae": [None, None],
-                "safety_checker": [None, None],
-                "feature_extractor": [None, None],
-                "requires_safety_checker": False,
-            },
-            indent=2,
-        )
-    )
+    write_model_index(folder, vae=False)
     return folder
 
 

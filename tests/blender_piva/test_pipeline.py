@@ -6,7 +6,6 @@ so these tests need no field or model; the full pipeline is tested in test_end_t
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from backend.toy.components import WORDS, ToyModelConfig, build_controlnet, build_text_encoder, build_unet, save_model, save_tokenizer
