@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-import bmesh
-import bpy
+import bpy  # first: importing the bpy module makes bmesh importable
+import bmesh  # noqa: E402
 import numpy as np
 
 SHAPES = ("cube", "sphere", "cylinder", "cone", "torus")
