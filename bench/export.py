@@ -4,14 +4,20 @@ Prints the median seconds of each export step with its face count, then
 
 * ``chamfer_rel``: symmetric Chamfer distance (mean of the two directions' mean point-to-surface
   distances, from area-uniform samples) between the exported mesh and the true surface, over the
-  true surface's bounding-box diagonal;
-* ``texture_psnr_db``: PSNR of the PNG as a renderer reads it (bilinear at each sample's UV) against
-  the reference colour (analytic: the field's colour at the closest true surface point; full: the
-  fitted field's colour at the mesh point, i.e. the bake alone);
+  true surface's bounding-box diagonal (full mode: the source mesh, in the object's local frame);
+* ``normal_consistency`` (full mode): mean |cos| between each sample's face normal and the nearest
+  face's normal on the other mesh, both directions;
+* ``texture_psnr_db``: analytic mode: PSNR of the PNG as a renderer reads it (bilinear at each
+  sample's UV) against the field's colour at the closest true surface point. Full mode: the result
+  is imported with ``import_result`` and rendered by ``capture_object`` (same Cycles rig, same
+  held-out cameras, pinned to the source's normalised frame) and compared with the captured
+  held-out views, whole image composited on white; ``texture_psnr_fg_db`` over the source's
+  foreground (alpha > 0.5) only; ``*_lit_*``: the same with the bake's de-lighting off;
 * ``export_seconds``: median total of the export stage.
 
     .venv/bin/python bench/export.py --analytic [--grid 256] [--runs 3]
-    .venv/bin/python bench/export.py [--views 40 --fit-steps 500]   # capture (Cycles) -> fit -> export
+    OMP_NUM_THREADS=1 .venv/bin/python bench/export.py [--views 40 --fit-steps 500 --work DIR]
+        # Suzanne: capture (Cycles, 128 px) -> fit -> export (de-lit and lit) -> import -> render
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from backend.export.field_like import FieldLike
+from backend.export.interior import solid_occupancy
 
 REFERENCE_CELLS = 256
 """Cells per box side that define the default iso-level (see the module docstring)."""
@@ -50,6 +51,9 @@ class ExtractSettings:
     """Points per field query, rounded to whole x-planes of the grid (bounds the memory of one query)."""
     aabb: tuple[tuple[float, float, float], tuple[float, float, float]] = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
     """The field's box in the normalised frame; nothing outside it is sampled."""
+    seal_radius: float = 0.0625
+    """Interior sealing (interior.py): empty pockets the outside cannot reach through channels
+    narrower than twice this (normalised units) become solid; 0 fills only enclosed cavities."""
 
 
 @dataclass
@@ -112,6 +116,13 @@ def extract_mesh(field: FieldLike, settings: ExtractSettings, *, device: torch.d
             f"below the iso-density {iso:.3g}. Export with a lower iso_density, or check that the "
             "reconstruction converged (its previews should show the object)"
         )
+    if settings.seal_radius < 0:
+        raise ValueError(f"seal_radius must be at least 0, got {settings.seal_radius}")
+    # A fitted field's inside is unconstrained and speckled with empty pockets; seal them so that
+    # marching cubes wraps only the outer surface (interior.py).
+    occupied_fine = fine > iso
+    solid = solid_occupancy(occupied_fine, math.ceil(settings.seal_radius / cell))
+    fine = np.where(solid & ~occupied_fine, np.float32(10.0 * iso), fine)
 
     # 3. Marching cubes on log-density: densities jump by orders of magnitude across a surface, so
     # linear interpolation of sigma itself snaps vertices to the outer grid point (a bias of up to
