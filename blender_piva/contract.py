@@ -158,6 +158,9 @@ class ReconstructSettings:
     """Steps between checkpoints (a killed fit resumes from the last one)."""
     preview_every: int = 250
     """Steps between preview renders."""
+    seed: int = 0
+    """Seed of the field's initialisation and ray sampling. Kept apart from the job's seed so that
+    prompt variants (which differ in the job's seed) share one fitted field."""
 
     def validate(self, prefix: str = "reconstruct") -> None:
         _check_int(self.steps, f"{prefix}.steps", 0, 10_000_000)
@@ -168,6 +171,7 @@ class ReconstructSettings:
         _check_float(self.mask_weight, f"{prefix}.mask_weight", 0.0, 1e6)
         _check_int(self.checkpoint_every, f"{prefix}.checkpoint_every", 1, 10_000_000)
         _check_int(self.preview_every, f"{prefix}.preview_every", 1, 10_000_000)
+        _check_int(self.seed, f"{prefix}.seed", 0, 2**31 - 1)
 
 
 @dataclass
@@ -286,7 +290,8 @@ class JobSpec:
     device: str = "auto"
     """One of DEVICES."""
     seed: int = 0
-    """Seed of the backend's random numbers (field init, noise, cameras)."""
+    """Seed of the edit's random numbers (diffusion noise, timesteps, edit cameras); the capture's
+    cameras and the fit have seeds of their own (``capture.seed``, ``reconstruct.seed``)."""
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     reconstruct: ReconstructSettings = field(default_factory=ReconstructSettings)
     edit: EditSettings = field(default_factory=EditSettings)

@@ -86,7 +86,7 @@ def import_result(
         mesh.materials.append(material)
         obj = bpy.data.objects.new(label, mesh)
         created.append((bpy.data.objects, obj))
-        shift = Vector(offset) if offset is not None else Vector((_world_width(source_obj) * (1 + GAP_FRACTION), 0, 0))
+        shift = Vector(offset) if offset is not None else Vector(side_by_side_offset(source_obj, 0))
         obj.matrix_world = Matrix.Translation(shift) @ source_obj.matrix_world
         props = {
             "piva_job_id": manifest.job_id,
@@ -226,6 +226,13 @@ def _build_material(name: str, image: bpy.types.Image) -> bpy.types.Material:
     texture.location = (bsdf.location.x - 350, bsdf.location.y)
     links.new(texture.outputs["Color"], bsdf.inputs["Base Color"])
     return material
+
+
+def side_by_side_offset(source_obj: bpy.types.Object, slot: int) -> tuple[float, float, float]:
+    """World translation of result number ``slot`` (0, 1, ...): a row along world +X beside the
+    source, one source width plus GAP_FRACTION of it apart, so prompt variants never overlap."""
+    step = _world_width(source_obj) * (1 + GAP_FRACTION)
+    return (step * (slot + 1), 0.0, 0.0)
 
 
 def _world_width(obj: bpy.types.Object) -> float:

@@ -23,7 +23,7 @@ from typing import Callable
 
 import bpy
 
-from . import contract, presets
+from . import cache, contract, presets
 from .backend_process import BackendConfig, BackendOutcome, BackendProcess
 
 
@@ -66,6 +66,12 @@ class EditRequest:
     stages: list[str] = field(default_factory=lambda: list(contract.STAGES))
     overrides: dict = field(default_factory=dict)
     """Per-block field overrides, e.g. {"capture": {"resolution": 64}}."""
+    use_cache: bool = True
+    """Share the object's capture and fitted field with other jobs on the unchanged object (cache.py)."""
+    slot: int = 0
+    """Position of the result in the row beside the source (prompt variants take 0, 1, 2, ...)."""
+    collection_name: str = ""
+    """Collection of the result; empty = ``PIVA <object name>``."""
 
 
 def default_job_root() -> Path:
@@ -93,6 +99,9 @@ class EditJob:
         self.spec: contract.JobSpec | None = None
         self.process: BackendProcess | None = None
         self.result_object_name: str = ""
+        self.cache_entry: cache.CacheEntry | None = None
+        self.cache_hit: dict[str, bool] = {"capture": False, "reconstruction": False}
+        """Whether the capture and the fit came from the cache (known after prepare())."""
 
     # -- 1. prepare ------------------------------------------------------------------------
     def source_object(self) -> bpy.types.Object:
@@ -127,14 +136,17 @@ class EditJob:
                 blocks["edit"].steps = req.steps
             if req.lambda_identity is not None:
                 blocks["edit"].lambda_identity = req.lambda_identity
-            blocks["capture"].seed = req.seed
+            root = Path(req.job_root).expanduser() if req.job_root else default_job_root()
             if req.job_dir:
                 job_dir = Path(req.job_dir).resolve()
                 job_id = job_dir.name
             else:
-                root = Path(req.job_root).expanduser() if req.job_root else default_job_root()
                 job_id = new_job_id(req.object_name)
                 job_dir = (root / job_id).resolve()
+            cache_dirs = {}
+            if req.use_cache:
+                entry = self._cache_entry(root.resolve(), blocks["capture"], blocks["reconstruct"])
+                cache_dirs = {"capture_dir": str(entry.capture_dir), "reconstruction_dir": str(entry.reconstruction_dir)}
             spec = contract.JobSpec(
                 job_id=job_id,
                 object_name=req.object_name,
@@ -145,11 +157,22 @@ class EditJob:
                 device=req.device,
                 seed=req.seed,
                 model=req.model,
+                **cache_dirs,
                 **blocks,
             )
             return spec.validate()
         except contract.ContractError as exc:
             raise EditFailed(str(exc), "change the setting named above") from None
+
+    def _cache_entry(
+        self, job_root: Path, capture: contract.CaptureSettings, reconstruct: contract.ReconstructSettings
+    ) -> cache.CacheEntry:
+        from .fingerprint import object_fingerprint
+
+        entry = cache.cache_entry(job_root, object_fingerprint(self.source_object()), capture, reconstruct)
+        self.cache_entry = entry
+        self.cache_hit = {"capture": entry.has_capture, "reconstruction": entry.has_reconstruction}
+        return entry
 
     def prepare(self) -> contract.JobSpec:
         """Check the object and the settings, create the job folder and write job.json."""
@@ -235,13 +258,19 @@ class EditJob:
             raise EditFailed(str(exc), "run the job again to complete it") from None
         if "mesh" not in manifest.files:
             return None
-        from .importer import ImportResultError, import_result
+        from .importer import ImportResultError, import_result, side_by_side_offset
 
+        existing = find_result_object(spec.job_id)
+        if existing is not None:  # a resumed batch whose result was imported before
+            self.result_object_name = existing.name
+            return existing
+        source = self.source_object()
         try:
             obj = import_result(
                 spec.results_path,
-                self.source_object(),
-                collection_name=f"PIVA {spec.object_name}",
+                source,
+                offset=side_by_side_offset(source, self.request.slot),
+                collection_name=self.request.collection_name or f"PIVA {spec.object_name}",
                 label=f"{spec.target_prompt} (seed {spec.seed})",
                 job_info={
                     "piva_job_id": spec.job_id,
@@ -277,3 +306,11 @@ class EditJob:
         if self.spec is None:
             raise RuntimeError("prepare() the job first")
         return self.spec
+
+
+def find_result_object(job_id: str) -> bpy.types.Object | None:
+    """The object an earlier finish() of this job imported, if it is still in the file."""
+    for obj in bpy.data.objects:
+        if obj.get("piva_job_id") == job_id:
+            return obj
+    return None

@@ -17,3 +17,12 @@ def fresh_bpy():
     bpy.ops.wm.read_factory_settings(use_empty=True)
     yield bpy
     bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny SD-style model (UNet, depth ControlNet, VAE, CLIP text encoder, tokenizer) saved to
+    a folder and loaded by the real loading code: it edits nothing meaningful, but runs every path."""
+    from backend.diffusion.tiny import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny")

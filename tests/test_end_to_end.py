@@ -22,24 +22,10 @@ from blender_piva.backend_process import BackendConfig  # noqa: E402
 from blender_piva.pipeline import EditJob, EditRequest  # noqa: E402
 
 from .blender_piva.scene_state import fingerprint  # noqa: E402
+from .tiny_settings import TEST_OVERRIDES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKEND = BackendConfig(python=sys.executable, backend_root=str(ROOT))
-# Enough of a fit for a surface to exist, small enough for the CPU suite.
-TEST_OVERRIDES = {
-    "capture": {"num_views": 12, "resolution": 32},
-    "reconstruct": {"steps": 100, "rays_per_batch": 512, "preview_every": 50},
-    "export": {"iso_density": 10.0},  # a 100-step fit at 32 px is soft: contour lower than the default 88.7
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from backend.diffusion.tiny import save_tiny_model
-
-    return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
-
-
 def _source_state(obj) -> dict:
     return {k: v for k, v in fingerprint()["objects"].items() if k == obj.name}
 

@@ -64,7 +64,7 @@ def test_validate_only_job_runs_the_real_backend_and_leaves_the_scene_alone(scen
     assert result is None  # validate only: no mesh to import
     assert fingerprint() == before, diff(before, fingerprint())
     assert [e.type for e in events] == ["started", "log", "finished"]
-    assert (job.spec.job_dir / "capture" / "transforms.json").is_file()
+    assert (job.spec.capture_path / "transforms.json").is_file()
     assert contract.load_job(job.spec.job_dir / "job.json").target_prompt == "a blue cube"
 
 
@@ -143,7 +143,7 @@ def test_cancel_during_capture_leaves_scene_and_no_capture(scene, tmp_path):
         job.run_sync(should_cancel=should_cancel)
     assert info.value.status == "cancelled"
     assert fingerprint() == before, diff(before, fingerprint())
-    assert not (job.spec.job_dir / "capture").exists()
+    assert not job.spec.capture_path.exists()
 
 
 def test_cancel_in_the_backend_then_resume(scene, tmp_path):
@@ -161,13 +161,13 @@ def test_cancel_in_the_backend_then_resume(scene, tmp_path):
     assert info.value.status == "cancelled" and "resume" in info.value.hint
     assert fingerprint() == before, diff(before, fingerprint())
     # Resume the same job folder, validate only: the capture is reused, not rendered again.
-    capture_mtime = (job.spec.job_dir / "capture" / "transforms.json").stat().st_mtime_ns
+    capture_mtime = (job.spec.capture_path / "transforms.json").stat().st_mtime_ns
     spec = contract.load_job(job.spec.job_dir / "job.json")
     spec.stages = []
     spec.write()
     resumed = EditJob(request(tmp_path, job_dir=str(job.spec.job_dir)), BACKEND)
     assert resumed.run_sync() is None
-    assert (job.spec.job_dir / "capture" / "transforms.json").stat().st_mtime_ns == capture_mtime
+    assert (job.spec.capture_path / "transforms.json").stat().st_mtime_ns == capture_mtime
     assert (job.spec.job_dir / "results" / "manifest.json").is_file()
     assert process.process.returncode == contract.EXIT_CANCELLED
 
