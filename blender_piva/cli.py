@@ -1,9 +1,14 @@
 """Headless command: the same add-on code as the panel, driven through bpy (Blender as a module).
 
     python -m blender_piva.cli edit SCENE.blend --object NAME --source "..." --target "..." [--save OUT.blend]
+    python -m blender_piva.cli variants SCENE.blend --object NAME --source "..." --target "..." --target "..." [--seeds 0,1]
+    python -m blender_piva.cli batch SCENE.blend (--collection NAME | --objects A,B) --source "a {name}" --target "..."
+    python -m blender_piva.cli resume QUEUE.json [--blend SCENE.blend] [--retry-failed]
     python -m blender_piva.cli demo [--out DIR]     builds a scene with a red cube and edits it
 
-Progress goes to the terminal; the exit code is 0 on success, 1 on failure, 3 when cancelled.
+Variants share one capture and one fit; a batch item that fails is reported and the batch goes
+on; an interrupted queue resumes with ``resume``. Progress goes to the terminal; the exit code is
+0 on success, 1 on failure (of any item), 3 when cancelled.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--python", default="", help="backend Python (default: this one)")
         p.add_argument("--set", action="append", default=[], metavar="BLOCK.KEY=JSON",
                        help="override a setting, e.g. --set capture.resolution=64 (repeatable)")
+        p.add_argument("--no-cache", action="store_true",
+                       help="capture and fit again instead of reusing the object's cached capture and fit")
 
     edit = sub.add_parser("edit", help="edit an object of a .blend file")
     edit.add_argument("blend", type=Path, help="the .blend file (it is not modified; see --save)")
@@ -45,6 +52,32 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("--target", required=True, help="what it should become")
     edit.add_argument("--save", type=Path, default=None, help="save the scene with the result to this .blend")
     common(edit)
+
+    variants = sub.add_parser("variants", help="several target prompts and/or seeds for one object, side by side")
+    variants.add_argument("blend", type=Path, help="the .blend file (it is not modified; see --save)")
+    variants.add_argument("--object", required=True, help="name of the mesh object to edit")
+    variants.add_argument("--source", required=True, help="what the object is now")
+    variants.add_argument("--target", required=True, action="append", help="a target prompt (repeatable)")
+    variants.add_argument("--seeds", default="", help="comma-separated seeds, each with every target (default: --seed)")
+    variants.add_argument("--save", type=Path, default=None, help="save the scene with the results to this .blend")
+    common(variants)
+
+    batch = sub.add_parser("batch", help="edit every mesh of a collection (or the named objects)")
+    batch.add_argument("blend", type=Path, help="the .blend file (it is not modified; see --save)")
+    which = batch.add_mutually_exclusive_group(required=True)
+    which.add_argument("--collection", help="every mesh of this collection (child collections included)")
+    which.add_argument("--objects", help="comma-separated object names")
+    batch.add_argument("--source", required=True, help="what each object is now; '{name}' = the object's name")
+    batch.add_argument("--target", required=True, help="what each should become; '{name}' = the object's name")
+    batch.add_argument("--save", type=Path, default=None, help="save the scene with the results to this .blend")
+    common(batch)
+
+    resume = sub.add_parser("resume", help="resume an interrupted variants or batch queue")
+    resume.add_argument("queue", type=Path, help="the queue.json (or its folder) under JOBS/batches/")
+    resume.add_argument("--blend", type=Path, default=None, help="the .blend to open (default: the queue's own)")
+    resume.add_argument("--retry-failed", action="store_true", help="run failed items again too")
+    resume.add_argument("--save", type=Path, default=None, help="save the scene with the results to this .blend")
+    resume.add_argument("--python", default="", help="backend Python (default: this one)")
 
     demo = sub.add_parser("demo", help="build a scene with a red cube and edit it to a blue one")
     demo.add_argument("--out", type=Path, default=Path("out/demo"), help="where the .blend and renders go")
@@ -100,44 +133,65 @@ def build_demo_scene(source_color=(0.8, 0.05, 0.05)) -> "object":
     return obj
 
 
-def run_edit(args: argparse.Namespace, object_name: str) -> int:
-    import bpy
+def make_request(args: argparse.Namespace, object_name: str) -> "EditRequest":
+    from blender_piva import contract
+    from blender_piva.pipeline import EditRequest
 
-    import blender_piva
-    from blender_piva import contract, operators
-    from blender_piva.backend_process import BackendConfig, python_of_this_process
-    from blender_piva.pipeline import EditFailed, EditJob, EditRequest
-
-    if not hasattr(bpy.types.Scene, "piva"):
-        blender_piva.register()
-    stages = [s for s in args.stages.split(",") if s]
-    request = EditRequest(
+    return EditRequest(
         object_name=object_name,
         source_prompt=args.source,
-        target_prompt=args.target,
+        target_prompt=args.target if isinstance(args.target, str) else args.target[0],
         method=args.method,
         steps=args.steps,
         seed=args.seed,
         lambda_identity=args.lambda_identity,
         preset=args.preset,
-        job_root=args.jobs,
-        job_dir=args.job_dir,
+        job_root=args.jobs or str(default_jobs()),
+        job_dir=getattr(args, "job_dir", ""),
         model=contract.ModelSettings(model=args.model, controlnet=args.controlnet),
         device=args.device,
-        stages=stages,
+        stages=[s for s in args.stages.split(",") if s],
         overrides=parse_overrides(args.set),
+        use_cache=not args.no_cache,
     )
+
+
+def default_jobs() -> Path:
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "piva-jobs"
+
+
+def backend_config(args: argparse.Namespace) -> "BackendConfig":
+    from blender_piva.backend_process import BackendConfig, python_of_this_process
+
     repo = Path(__file__).resolve().parent.parent
-    config = BackendConfig(python=args.python or python_of_this_process(), backend_root=str(repo))
-    job = EditJob(request, config)
+    return BackendConfig(python=args.python or python_of_this_process(), backend_root=str(repo))
 
-    def on_capture(done: int, total: int) -> None:
-        sys.stdout.write(f"\r[capture    ] {done}/{total} views")
-        sys.stdout.write("\n" if done >= total else "")
-        sys.stdout.flush()
 
+def _register() -> None:
+    import bpy
+
+    import blender_piva
+
+    if not hasattr(bpy.types.Scene, "piva"):
+        blender_piva.register()
+
+
+def _on_capture(done: int, total: int) -> None:
+    sys.stdout.write(f"\r[capture    ] {done}/{total} views")
+    sys.stdout.write("\n" if done >= total else "")
+    sys.stdout.flush()
+
+
+def run_edit(args: argparse.Namespace, object_name: str) -> int:
+    from blender_piva import operators
+    from blender_piva.pipeline import EditFailed, EditJob
+
+    _register()
+    job = EditJob(make_request(args, object_name), backend_config(args))
     try:
-        result = job.run_sync(on_event=operators.print_event, on_capture=on_capture)
+        result = job.run_sync(on_event=operators.print_event, on_capture=_on_capture)
     except EditFailed as exc:
         print(f"\nPIVA: {exc.status}: {exc.message}", file=sys.stderr)
         if exc.hint:
@@ -146,9 +200,66 @@ def run_edit(args: argparse.Namespace, object_name: str) -> int:
             print(f"PIVA: job folder: {job.spec.job_dir}", file=sys.stderr)
         return 3 if exc.status == "cancelled" else 1
     print(f"PIVA: job folder: {job.spec.job_dir}")
+    if any(job.cache_hit.values()):
+        reused = " and ".join(k for k, hit in job.cache_hit.items() if hit)
+        print(f"PIVA: reused the cached {reused} of {object_name!r}")
     if result is not None:
         print(f"PIVA: created object {result.name!r} in collection {result.users_collection[0].name!r}")
     return 0
+
+
+def run_queue(queue, args: argparse.Namespace) -> int:
+    """Run a variants or batch queue with a progress bar per item and a summary table."""
+    from blender_piva import operators
+    from blender_piva.batch import QueueRunner
+
+    _register()
+    print(f"PIVA: queue {queue.path}")
+
+    def on_item(index: int, total: int, item) -> None:
+        print(f"\n=== item {index + 1}/{total}: {item.label}")
+
+    QueueRunner(queue, backend_config(args)).run_sync(on_event=operators.print_event, on_item=on_item)
+    print("\nPIVA: results")
+    for item in queue.items:
+        cached = "cached capture+fit" if all(item.cache_hit.values()) and item.cache_hit else ""
+        outcome = item.result_object if item.status == "done" else f"{item.message} ({item.hint})" if item.hint else item.message
+        print(f"  [{item.status:<9}] {item.label:<50} {item.seconds:7.1f} s  {cached:<18} {outcome}")
+    print(f"PIVA: log {queue.log_path}")
+    counts = queue.counts()
+    if counts["cancelled"] or counts["pending"]:
+        print(f"PIVA: resume with: python -m blender_piva.cli resume {queue.path}")
+        return 3
+    return 1 if counts["failed"] else 0
+
+
+def _open_blend(path: Path) -> bool:
+    import bpy
+
+    if not path.is_file():
+        print(f"PIVA: {path} does not exist", file=sys.stderr)
+        return False
+    bpy.ops.wm.open_mainfile(filepath=str(path.resolve()))
+    return True
+
+
+def _save(path: Path | None) -> None:
+    import bpy
+
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        bpy.ops.wm.save_as_mainfile(filepath=str(path.resolve()), copy=True)
+        print(f"PIVA: saved {path}")
+
+
+def _missing_objects(names: list[str], blend: Path) -> bool:
+    import bpy
+
+    missing = [n for n in names if bpy.data.objects.get(n) is None]
+    if missing:
+        meshes = ", ".join(o.name for o in bpy.data.objects if o.type == "MESH") or "none"
+        print(f"PIVA: no object named {', '.join(map(repr, missing))} in {blend} (mesh objects: {meshes})", file=sys.stderr)
+    return bool(missing)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,19 +267,64 @@ def main(argv: list[str] | None = None) -> int:
     import bpy
 
     if args.command == "edit":
-        if not args.blend.is_file():
-            print(f"PIVA: {args.blend} does not exist", file=sys.stderr)
-            return 1
-        bpy.ops.wm.open_mainfile(filepath=str(args.blend.resolve()))
-        if bpy.data.objects.get(args.object) is None:
-            names = ", ".join(o.name for o in bpy.data.objects if o.type == "MESH") or "none"
-            print(f"PIVA: no object named {args.object!r} in {args.blend} (mesh objects: {names})", file=sys.stderr)
+        if not _open_blend(args.blend) or _missing_objects([args.object], args.blend):
             return 1
         code = run_edit(args, args.object)
-        if code == 0 and args.save is not None:
-            args.save.parent.mkdir(parents=True, exist_ok=True)
-            bpy.ops.wm.save_as_mainfile(filepath=str(args.save.resolve()), copy=True)
-            print(f"PIVA: saved {args.save}")
+        if code == 0:
+            _save(args.save)
+        return code
+    if args.command in ("variants", "batch"):
+        from blender_piva.batch import batch_objects, batch_queue, variants_queue
+        from blender_piva.pipeline import EditFailed
+
+        if not _open_blend(args.blend):
+            return 1
+        _register()
+        try:
+            if args.command == "variants":
+                if _missing_objects([args.object], args.blend):
+                    return 1
+                seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds else []
+                request = make_request(args, args.object)
+                queue = variants_queue(request, args.target, seeds, request.job_root)
+            else:
+                if args.collection:
+                    collection = bpy.data.collections.get(args.collection)
+                    if collection is None:
+                        names = ", ".join(c.name for c in bpy.data.collections) or "none"
+                        print(f"PIVA: no collection named {args.collection!r} in {args.blend} (collections: {names})", file=sys.stderr)
+                        return 1
+                    objects = batch_objects("COLLECTION", collection)
+                else:
+                    objects = [n.strip() for n in args.objects.split(",") if n.strip()]
+                request = make_request(args, objects[0] if objects else "")
+                queue = batch_queue(request, objects, request.job_root)
+        except EditFailed as exc:
+            print(f"PIVA: {exc}", file=sys.stderr)
+            return 1
+        code = run_queue(queue, args)
+        _save(args.save)
+        return code
+    if args.command == "resume":
+        from blender_piva import batch_queue, contract
+
+        try:
+            queue = batch_queue.load_queue(args.queue)
+        except contract.ContractError as exc:
+            print(f"PIVA: cannot resume: {exc}", file=sys.stderr)
+            return 1
+        blend = args.blend or (Path(queue.blend_file) if queue.blend_file else None)
+        if blend is None:
+            print("PIVA: the queue was made from an unsaved scene: pass --blend SCENE.blend", file=sys.stderr)
+            return 1
+        if not _open_blend(blend):
+            return 1
+        if queue.prepare_resume(retry_failed=args.retry_failed) == 0:
+            print("PIVA: nothing left to run in this queue (--retry-failed runs the failed items again)")
+            return 0
+        queue.save()
+        code = run_queue(queue, args)
+        _save(args.save)
         return code
     # demo
     out = args.out.resolve()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import bpy
 from bpy.props import StringProperty
@@ -16,12 +17,18 @@ from bpy.props import StringProperty
 from . import contract
 from .pipeline import EditFailed, EditJob, EditRequest
 
+if TYPE_CHECKING:
+    from .batch import QueueRunner
+
 
 class _ActiveJob:
     """The job the UI is following (at most one at a time)."""
 
     job: EditJob | None = None
+    runner: "QueueRunner | None" = None
+    """The variants or batch being run (queue_operators.py); its current item's job is ``job``."""
     cancel_requested: bool = False
+    cancel_sent: bool = False
     stage_started: float = 0.0
     stage_name: str = ""
 
@@ -55,6 +62,7 @@ def make_request(context, object_name: str) -> EditRequest:
         seed=settings.seed,
         lambda_identity=settings.lambda_identity,
         preset=settings.preset,
+        use_cache=settings.use_cache,
         job_root=job_root,
         model=model,
         device=device,
@@ -114,7 +122,7 @@ class PIVA_OT_edit(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if ACTIVE.job is not None:
+        if ACTIVE.job is not None or ACTIVE.runner is not None:
             cls.poll_message_set("An edit is already running: wait for it or press Cancel")
             return False
         obj = context.active_object
@@ -225,7 +233,7 @@ class PIVA_OT_cancel(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if ACTIVE.job is None:
+        if ACTIVE.job is None and ACTIVE.runner is None:
             cls.poll_message_set("No edit is running")
             return False
         return True

@@ -60,8 +60,14 @@ class VIEW3D_PT_piva(bpy.types.Panel):
         row.prop(settings, "seed")
         col.prop(settings, "preset")
 
+        row = col.row(align=True)
+        row.prop(settings, "use_cache")
+        row.operator("piva.clear_cache", text="", icon="TRASH")
+
         if status.running:
             box = layout.box()
+            if status.queue_item:
+                box.label(text=f"Item {status.queue_item}", icon="SEQUENCE")
             eta = f", {status.eta_s:.0f} s left" if status.eta_s >= 0 else ""
             box.progress(factor=status.progress, type="BAR", text=f"{status.stage} {status.step}/{status.total}{eta}")
             if status.message:
@@ -84,4 +90,87 @@ class VIEW3D_PT_piva(bpy.types.Panel):
                 box.label(text=f"Log: {status.log_path}")
 
 
-CLASSES = (VIEW3D_PT_piva,)
+
+class PIVA_UL_variants(bpy.types.UIList):
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
+        row = layout.row(align=True)
+        row.prop(item, "target_prompt", text="", emboss=False, icon="OUTLINER_OB_MESH")
+        row.prop(item, "seed", text="Seed")
+
+
+class VIEW3D_PT_piva_variants(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "PIVA"
+    bl_label = "Prompt Variants"
+    bl_parent_id = "VIEW3D_PT_piva"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.piva
+        row = layout.row()
+        row.template_list("PIVA_UL_variants", "", settings, "variants", settings, "variant_index", rows=3)
+        col = row.column(align=True)
+        col.operator("piva.variant_add", icon="ADD", text="")
+        col.operator("piva.variant_remove", icon="REMOVE", text="")
+        layout.operator("piva.run_variants", icon="SHADERFX")
+
+
+class VIEW3D_PT_piva_batch(bpy.types.Panel):
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "PIVA"
+    bl_label = "Batch"
+    bl_parent_id = "VIEW3D_PT_piva"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        settings = context.scene.piva
+        layout.prop(settings, "batch_source")
+        if settings.batch_source == "COLLECTION":
+            layout.prop(settings, "batch_collection")
+        layout.label(text="'{name}' in a prompt = each object's name", icon="INFO")
+        layout.operator("piva.run_batch", icon="SHADERFX")
+
+
+class VIEW3D_PT_piva_queue(bpy.types.Panel):
+    """Every item of this scene's latest variants or batch, with its state (read from queue.json)."""
+
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "PIVA"
+    bl_label = "Queue"
+    bl_parent_id = "VIEW3D_PT_piva"
+
+    ICONS = {"pending": "TIME", "running": "PLAY", "done": "CHECKMARK", "failed": "ERROR", "cancelled": "PAUSE"}
+
+    @classmethod
+    def poll(cls, context):
+        return bool(context.scene.piva.queue_file)
+
+    def draw(self, context):
+        from .batch_queue import load_queue_cached
+
+        layout = self.layout
+        queue = load_queue_cached(bpy.path.abspath(context.scene.piva.queue_file))
+        if queue is None:
+            layout.label(text="The queue file is missing or unreadable", icon="ERROR")
+            return
+        counts = queue.counts()
+        layout.label(text=f"{queue.kind}: {counts['done']}/{len(queue.items)} done, {counts['failed']} failed")
+        col = layout.column(align=True)
+        for item in queue.items:
+            row = col.row()
+            row.label(text=item.label, icon=self.ICONS.get(item.status, "QUESTION"))
+            if item.status in ("failed", "cancelled") and item.message:
+                sub = col.row()
+                sub.alert = item.status == "failed"
+                sub.label(text=f"    {item.message}")
+        row = layout.row(align=True)
+        row.operator("piva.resume_queue", icon="RECOVER_LAST")
+        row.operator("piva.resume_queue", text="Retry Failed", icon="FILE_REFRESH").retry_failed = True
+
+
+CLASSES = (VIEW3D_PT_piva, PIVA_UL_variants, VIEW3D_PT_piva_variants, VIEW3D_PT_piva_batch, VIEW3D_PT_piva_queue)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import bpy
-from bpy.props import EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty, BoolProperty
+from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from . import contract, presets
 
@@ -18,6 +18,19 @@ METHOD_ITEMS = [
 assert {m[0] for m in METHOD_ITEMS} == set(contract.METHODS), "the panel must offer every method"
 
 PRESET_ITEMS = [(name, p.label, p.description) for name, p in presets.PRESETS.items() if name != "test"]
+
+
+class PIVA_PG_variant(bpy.types.PropertyGroup):
+    """One prompt variant: a target prompt and a seed."""
+
+    target_prompt: StringProperty(name="Target", description="What this variant should become")
+    seed: IntProperty(name="Seed", default=0, min=0)
+
+
+BATCH_SOURCE_ITEMS = [
+    ("SELECTED", "Selected Meshes", "Every selected mesh object"),
+    ("COLLECTION", "Collection", "Every mesh of a collection (and its child collections)"),
+]
 
 
 class PIVA_PG_settings(bpy.types.PropertyGroup):
@@ -34,6 +47,19 @@ class PIVA_PG_settings(bpy.types.PropertyGroup):
     steps: IntProperty(name="Steps", description="Editing steps (0 = the preset's)", default=0, min=0, soft_max=20000)
     seed: IntProperty(name="Seed", default=0, min=0)
     preset: EnumProperty(name="Quality", items=PRESET_ITEMS, default="preview")
+    use_cache: BoolProperty(
+        name="Reuse capture and fit",
+        description="Share the object's capture and fitted field between edits while its mesh, materials "
+        "and quality settings stay the same (a second prompt goes straight to editing)",
+        default=True,
+    )
+    variants: CollectionProperty(type=PIVA_PG_variant, name="Variants")
+    variant_index: IntProperty(name="Active variant", default=0, min=0)
+    batch_source: EnumProperty(name="Objects", items=BATCH_SOURCE_ITEMS, default="SELECTED")
+    batch_collection: PointerProperty(type=bpy.types.Collection, name="Collection")
+    queue_file: StringProperty(
+        name="Queue", description="queue.json of this scene's latest variants or batch (to resume it)", subtype="FILE_PATH"
+    )
 
 
 class PIVA_PG_status(bpy.types.PropertyGroup):
@@ -51,9 +77,10 @@ class PIVA_PG_status(bpy.types.PropertyGroup):
     log_path: StringProperty(default="")
     preview_path: StringProperty(default="")
     job_dir: StringProperty(default="")
+    queue_item: StringProperty(default="", description="The queue item running now, e.g. '2/3 Cube: a blue cube'")
 
 
-CLASSES = (PIVA_PG_settings, PIVA_PG_status)
+CLASSES = (PIVA_PG_variant, PIVA_PG_settings, PIVA_PG_status)
 
 
 def register_properties() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators, panels, preferences, properties
+from . import operators, panels, preferences, properties, queue_operators
 
-CLASSES = (*properties.CLASSES, *preferences.CLASSES, *operators.CLASSES, *panels.CLASSES)
+CLASSES = (*properties.CLASSES, *preferences.CLASSES, *operators.CLASSES, *queue_operators.CLASSES, *panels.CLASSES)
 
 
 def register() -> None:
@@ -19,6 +19,7 @@ def unregister() -> None:
     if operators.ACTIVE.job is not None and operators.ACTIVE.job.process is not None:
         operators.ACTIVE.job.process.release()
         operators.ACTIVE.job = None
+    operators.ACTIVE.runner = None
     panels.free_previews()
     properties.unregister_properties()
     for cls in reversed(CLASSES):

@@ -107,3 +107,40 @@ def test_cli_reports_a_missing_object_clearly(tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 1 and "no object named 'Nope'" in out.stderr
+
+
+def test_headless_variants_then_resume_of_the_finished_queue(tmp_path, tiny_model):
+    """`cli variants`: two targets, one capture and one fit, a summary table; `cli resume` on the
+    finished queue has nothing left to do; a missing object is named."""
+    scene_file = tmp_path / "scene.blend"
+    make = (
+        "import bpy, sys; sys.path.insert(0, {root!r}); from blender_piva import toy_world;"
+        "bpy.ops.wm.read_factory_settings(use_empty=True); toy_world.add_object('red', 'cube', name='Cube');"
+        "bpy.ops.wm.save_as_mainfile(filepath={path!r})"
+    ).format(root=str(ROOT), path=str(scene_file))
+    subprocess.run([sys.executable, "-c", make], check=True, capture_output=True, timeout=120)
+    sets = [f"--set={block}.{key}={json.dumps(value)}" for block, values in TEST_OVERRIDES.items() for key, value in values.items()]
+    jobs = tmp_path / "jobs"
+    out = subprocess.run(
+        [sys.executable, "-m", "blender_piva.cli", "variants", str(scene_file), "--object", "Cube",
+         "--source", "a red cube", "--target", "a blue cube", "--target", "a green cube", "--method", "sds",
+         "--preset", "test", "--model", str(tiny_model), "--device", "cpu", "--jobs", str(jobs),
+         "--save", str(tmp_path / "variants.blend"), *sets],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("  [done")]
+    assert len(rows) == 2 and "cached capture+fit" in rows[1] and "cached" not in rows[0]
+    assert len(list((jobs / "cache").iterdir())) == 1
+    queue_file = next((jobs / "batches").glob("*/queue.json"))
+    again = subprocess.run(
+        [sys.executable, "-m", "blender_piva.cli", "resume", str(queue_file)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert again.returncode == 0 and "nothing left to run" in again.stdout, again.stdout + again.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "blender_piva.cli", "variants", str(scene_file), "--object", "Nope",
+         "--source", "a", "--target", "b"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert missing.returncode == 1 and "no object named 'Nope'" in missing.stderr
