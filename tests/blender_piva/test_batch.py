@@ -228,3 +228,15 @@ def test_second_job_on_an_unchanged_object_hits_the_cache_and_a_changed_mesh_mis
     no_cache = EditJob(template(job_root, tiny_model, use_cache=False, **stages), BACKEND)
     no_cache.prepare()
     assert no_cache.spec.capture_path == no_cache.spec.job_dir / "capture"
+
+
+def test_a_missing_model_fails_the_item_with_a_fix_and_leaves_the_scene_alone(fresh_bpy, job_root, tiny_model, tmp_path):
+    add("red", "cube", "Cube")
+    before = fingerprint()
+    request = template(job_root, tiny_model, model=contract.ModelSettings(model=str(tmp_path / "no_such_model")))
+    queue = variants_queue(request, ["a blue cube"], [0], str(job_root))
+    QueueRunner(queue, BACKEND).run_sync()
+    item = queue.items[0]
+    assert item.status == "failed"
+    assert "no_such_model" in item.message and "model id or folder" in item.hint
+    assert fingerprint() == before, diff(before, fingerprint())
