@@ -98,12 +98,17 @@ class PIVA_UL_variants(bpy.types.UIList):
         row.prop(item, "seed", text="Seed")
 
 
-class VIEW3D_PT_piva_variants(bpy.types.Panel):
+class _SubPanel:
+    """Where the PIVA sub-panels live: under the main panel in the sidebar's PIVA tab."""
+
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = "PIVA"
-    bl_label = "Prompt Variants"
     bl_parent_id = "VIEW3D_PT_piva"
+
+
+class VIEW3D_PT_piva_variants(_SubPanel, bpy.types.Panel):
+    bl_label = "Prompt Variants"
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
@@ -117,12 +122,8 @@ class VIEW3D_PT_piva_variants(bpy.types.Panel):
         layout.operator("piva.run_variants", icon="SHADERFX")
 
 
-class VIEW3D_PT_piva_batch(bpy.types.Panel):
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "PIVA"
+class VIEW3D_PT_piva_batch(_SubPanel, bpy.types.Panel):
     bl_label = "Batch"
-    bl_parent_id = "VIEW3D_PT_piva"
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
@@ -135,14 +136,10 @@ class VIEW3D_PT_piva_batch(bpy.types.Panel):
         layout.operator("piva.run_batch", icon="SHADERFX")
 
 
-class VIEW3D_PT_piva_queue(bpy.types.Panel):
+class VIEW3D_PT_piva_queue(_SubPanel, bpy.types.Panel):
     """Every item of this scene's latest variants or batch, with its state (read from queue.json)."""
 
-    bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "PIVA"
     bl_label = "Queue"
-    bl_parent_id = "VIEW3D_PT_piva"
 
     ICONS = {"pending": "TIME", "running": "PLAY", "done": "CHECKMARK", "failed": "ERROR", "cancelled": "PAUSE"}
 
