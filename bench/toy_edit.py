@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     # 2. One fit per source.
     fields = {}
     for key in sorted({src for _, src, _ in edits}):
-        out = args.work / "fits" / f"{key[0]}_{key[1]}"
+        out = args.work / "fits" / f"{key[0]}_{key[1]}_f{args.fit_steps}"  # settings in the name: reruns resume
         if not (out / "field").is_dir():
             metrics = fit_field(load_capture(captures[key]), fit_settings, out, device=device, seed=args.seed,
                                 reporter=StageReporter.silent("reconstruct"))
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for method_name in methods:
         for index, (kind, src, tgt) in enumerate(edits):
-            out = args.work / "edits" / f"{method_name}_{index}"
+            out = args.work / "edits" / f"{method_name}_{index}_s{args.steps}_f{args.fit_steps}"
             spec = contract.JobSpec(
                 job_id=f"{method_name}_{index}", object_name="toy", output_dir=str(out.resolve()), seed=args.seed,
                 source_prompt=toy_world.prompt(*src), target_prompt=toy_world.prompt(*tgt),
