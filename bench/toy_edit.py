@@ -92,6 +92,22 @@ def render_field(field, views: list[dict]) -> list[dict]:
     return out
 
 
+def parse_overrides(items: list[str]) -> dict[str, dict[str, object]]:
+    """``["piva.lambda_identity=1.0"]`` -> ``{"piva": {"lambda_identity": 1.0}}``."""
+    out: dict[str, dict[str, object]] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        method, dot, key = name.partition(".")
+        if not sep or not dot or not key:
+            raise SystemExit(f"--param {item!r}: expected METHOD.KEY=VALUE, e.g. piva.lambda_identity=1.0")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(method, {})[key] = parsed
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=200, help="edit steps per run")
@@ -104,7 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "toy_edit")
     parser.add_argument("--model", default="toy")
+    parser.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                        help="override a method's hyperparameter (an ablation), e.g. piva.lambda_identity=1.0; "
+                             "VALUE is read as JSON, else as a string; repeatable")
+    parser.add_argument("--tag", default="", help="label of this ablation in the table and the figure names")
     args = parser.parse_args(argv)
+    overrides = parse_overrides(args.param)
+    if overrides and not args.tag:
+        parser.error("--param needs a --tag so the ablation's figures and work folders are told apart")
 
     import torch
 
@@ -151,9 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     model = DiffusionModel.load(model_name, controlnet=resolve_controlnet(model_name, ""), device=device,
                                 dtype=torch.float32)
     rows = []
+    suffix = f"_{args.tag}" if args.tag else ""
     for method_name in methods:
         for index, (kind, src, tgt) in enumerate(edits):
-            out = args.work / "edits" / f"{method_name}_{index}_s{args.steps}_f{args.fit_steps}"
+            out = args.work / "edits" / f"{method_name}_{index}_s{args.steps}_f{args.fit_steps}{suffix}"
             spec = contract.JobSpec(
                 job_id=f"{method_name}_{index}", object_name="toy", output_dir=str(out.resolve()), seed=args.seed,
                 source_prompt=toy_world.prompt(*src), target_prompt=toy_world.prompt(*tgt),
@@ -161,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             spec.capture = settings
             spec.edit.method, spec.edit.steps, spec.edit.render_resolution = method_name, args.steps, 32
             spec.edit.preview_every, spec.edit.checkpoint_every = 10**6, 10**6
+            spec.edit.method_params = dict(overrides.get(method_name, {}))
             if not (out / "field").is_dir():
                 method = build_method(method_name, model, spec.edit)
                 try:
@@ -184,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
                 success = float(iou_target > iou_source)
                 drift = float(np.linalg.norm(color - reference[src[0]]))
                 detail = f"IoU target {iou_target:.2f} / source {iou_source:.2f}"
-            rows.append((method_name, kind, toy_world.prompt(*src), toy_world.prompt(*tgt), success, drift, detail))
-            print(f"{method_name:5s} {kind:10s} {toy_world.prompt(*src):18s} -> {toy_world.prompt(*tgt):18s} "
+            rows.append((f"{method_name}{suffix}", kind, toy_world.prompt(*src), toy_world.prompt(*tgt), success, drift, detail))
+            print(f"{method_name + suffix:5s} {kind:10s} {toy_world.prompt(*src):18s} -> {toy_world.prompt(*tgt):18s} "
                   f"success {success:.0f} drift {drift:.3f} ({detail})", flush=True)
 
     print("\n| method | kind | edit | success | drift | detail |\n|---|---|---|---|---|---|")
@@ -193,9 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {method_name} | {kind} | {s} -> {t} | {success:.0f} | {drift:.3f} | {detail} |")
     print(f"toy_edit_seconds: {time.perf_counter() - started:.1f}")
     for method_name in methods:
-        mine = [r for r in rows if r[0] == method_name]
-        print(f"toy_success_{method_name}: {np.mean([r[4] for r in mine]):.3f}")
-        print(f"toy_drift_{method_name}: {np.mean([r[5] for r in mine]):.3f}")
+        mine = [r for r in rows if r[0] == method_name + suffix]
+        print(f"toy_success_{method_name}{suffix}: {np.mean([r[4] for r in mine]):.3f}")
+        print(f"toy_drift_{method_name}{suffix}: {np.mean([r[5] for r in mine]):.3f}")
     return 0
 
 

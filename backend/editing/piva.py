@@ -71,6 +71,9 @@ class PIVAConfig(ScheduleConfig):
     points 6.7 instead of 18.7. Neither is good enough yet: see docs/RESULTS.md."""
     control_base: bool = False
     """Also feed ``inputs.control`` (depth) to the base model's DDS predictions."""
+    adapter_control: bool = True
+    """Feed ``inputs.control`` (the rendered depth) to psi and phi through the ControlNet, as in the
+    paper's 3D experiments (appendix D.1); False = plain LoRA adapters, as in its 2D experiments."""
 
 
 class PIVA(EditMethod):
@@ -94,8 +97,9 @@ class PIVA(EditMethod):
     def regulariser(self, x_t: Tensor, t: Tensor, inputs: MethodInputs) -> Tensor:
         """e_psi(x_t, c_src) - e_phi(x_t, c_tgt), both at CFG 1 (appendix A)."""
         B = x_t.shape[0]
-        e_psi = self.adapters.predict(SOURCE, x_t, t, expand(inputs.cond_src, B), control=inputs.control)
-        e_phi = self.adapters.predict(TARGET, x_t, t, expand(inputs.cond_tgt, B), control=inputs.control)
+        control = inputs.control if self.config.adapter_control else None
+        e_psi = self.adapters.predict(SOURCE, x_t, t, expand(inputs.cond_src, B), control=control)
+        e_phi = self.adapters.predict(TARGET, x_t, t, expand(inputs.cond_tgt, B), control=control)
         return e_psi - e_phi
 
     def compute_gradient(self, inputs: MethodInputs) -> tuple[Tensor, dict[str, float]]:
@@ -135,12 +139,14 @@ class PIVA(EditMethod):
             return {}
         source = self._need_source(inputs)
         B = source.shape[0]
+        control = inputs.control if self.config.adapter_control else None
+        source_control = inputs.source_control if inputs.source_control is not None else inputs.control
         loss_psi = self.adapters.train_step(
-            SOURCE, source, expand(inputs.cond_src, B), control=inputs.control if inputs.source_control is None else inputs.source_control,
-            generator=inputs.generator
+            SOURCE, source, expand(inputs.cond_src, B),
+            control=source_control if self.config.adapter_control else None, generator=inputs.generator,
         )
         loss_phi = self.adapters.train_step(
-            TARGET, inputs.x.detach(), expand(inputs.cond_tgt, B), control=inputs.control, generator=inputs.generator
+            TARGET, inputs.x.detach(), expand(inputs.cond_tgt, B), control=control, generator=inputs.generator
         )
         return {"lora_psi": loss_psi, "lora_phi": loss_phi}
 

@@ -211,3 +211,27 @@ def test_methods_needing_a_source_say_so():
     inputs.source = None
     with pytest.raises(ValueError, match="needs inputs.source"):
         DDS(DDSConfig(), LinearPredictor()).step(inputs)
+
+
+class ControlRecorder(LinearPredictor):
+    """Records whether every call was given a depth control image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.with_control: list[bool] = []
+
+    def predict_noise(self, x_t, t, cond, *, control=None):
+        self.with_control.append(control is not None)
+        return super().predict_noise(x_t, t, cond, control=control)
+
+
+@pytest.mark.parametrize("adapter_control", [True, False])
+def test_piva_adapters_get_the_depth_only_on_the_controlnet_path(adapter_control):
+    model = ControlRecorder()
+    inputs = make_inputs()
+    inputs.control = torch.rand(SHAPE[0], 3, 4, 4)
+    method = PIVA(PIVAConfig(**fixed_t(adapter_control=adapter_control)), model)
+    method.step(inputs)
+    # call 1: the base model's batched DDS pair (never controlled unless control_base);
+    # calls 2-3: psi and phi predictions; calls 4-5: their training steps
+    assert model.with_control == [False] + [adapter_control] * 4
