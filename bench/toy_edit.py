@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution", type=int, default=64, help="capture resolution")
     parser.add_argument("--methods", default="sds,dds,pds,ssd,piva")
     parser.add_argument("--edits", type=int, default=len(EDITS), help="use the first N edits")
+    parser.add_argument("--only", default="", help="comma-separated indices into the edit list, e.g. 0,4 (instead of --edits)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "toy_edit")
@@ -144,13 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     methods = [m for m in args.methods.split(",") if m]
-    edits = EDITS[: args.edits]
+    chosen = [int(i) for i in args.only.split(",") if i] or list(range(min(args.edits, len(EDITS))))
+    edits = [(i, *EDITS[i]) for i in chosen]
     settings = contract.CaptureSettings(num_views=args.views, num_eval_views=8, resolution=args.resolution, samples=8)
     fit_settings = contract.ReconstructSettings(steps=args.fit_steps, rays_per_batch=2048, preview_every=10**6)
     started = time.perf_counter()
 
     # 1. Captures: sources and shape targets; reference colours from one sphere per colour.
-    needed = {src for _, src, _ in edits} | {tgt for kind, _, tgt in edits if kind == "shape"}
+    needed = {src for _, _, src, _ in edits} | {tgt for _, kind, _, tgt in edits if kind == "shape"}
     captures = {key: capture(*key, settings, args.work / "captures" / f"{key[0]}_{key[1]}") for key in sorted(needed)}
     reference = {}
     for color in toy_world.COLORS:
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. One fit per source.
     fields = {}
-    for key in sorted({src for _, src, _ in edits}):
+    for key in sorted({src for _, _, src, _ in edits}):
         out = args.work / "fits" / f"{key[0]}_{key[1]}_f{args.fit_steps}"  # settings in the name: reruns resume
         if not (out / "field").is_dir():
             metrics = fit_field(load_capture(captures[key]), fit_settings, out, device=device, seed=args.seed,
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     suffix = f"_{args.tag}" if args.tag else ""
     for method_name in methods:
-        for index, (kind, src, tgt) in enumerate(edits):
+        for index, kind, src, tgt in edits:
             out = args.work / "edits" / f"{method_name}_{index}_s{args.steps}_f{args.fit_steps}{suffix}"
             spec = contract.JobSpec(
                 job_id=f"{method_name}_{index}", object_name="toy", output_dir=str(out.resolve()), seed=args.seed,
