@@ -71,6 +71,12 @@ class PIVAConfig(ScheduleConfig):
     points 6.7 instead of 18.7. Neither is good enough yet: see docs/RESULTS.md."""
     control_base: bool = False
     """Also feed ``inputs.control`` (depth) to the base model's DDS predictions."""
+    adapter_warmup_steps: int = 0
+    """Diffusion-loss steps of BOTH adapters on the source render (psi with the source prompt, phi
+    with the target prompt) before the first edit step. Not in the paper: there psi = phi = the
+    base model at step 0, so the regulariser starts as the base model's prompt delta
+    e(x_t, c_src) - e(x_t, c_tgt), not zero; warmed up, both model the source and the regulariser
+    starts near zero and then measures how far the edit has moved from it. 0 = the paper."""
     adapter_control: bool = True
     """Feed ``inputs.control`` (the rendered depth) to psi and phi through the ControlNet, as in the
     paper's 3D experiments (appendix D.1); False = plain LoRA adapters, as in its 2D experiments."""
@@ -93,6 +99,22 @@ class PIVA(EditMethod):
                 seed=config.lora_seed,
             ),
         )
+        if config.adapter_warmup_steps < 0:
+            raise ValueError(f"adapter_warmup_steps must be >= 0 (0 = no warm-up, as in the paper), got {config.adapter_warmup_steps}")
+        self.warmed_up = config.adapter_warmup_steps == 0
+
+    def warm_up(self, inputs: MethodInputs) -> dict[str, float]:
+        """``adapter_warmup_steps`` steps of psi and phi on the source render (see the config)."""
+        source = self._need_source(inputs)
+        B = source.shape[0]
+        c = self.config
+        control = (inputs.source_control if inputs.source_control is not None else inputs.control) if c.adapter_control else None
+        loss_psi = loss_phi = 0.0
+        for _ in range(c.adapter_warmup_steps):
+            loss_psi = self.adapters.train_step(SOURCE, source, expand(inputs.cond_src, B), control=control, generator=inputs.generator)
+            loss_phi = self.adapters.train_step(TARGET, source, expand(inputs.cond_tgt, B), control=control, generator=inputs.generator)
+        self.warmed_up = True
+        return {"warmup_psi": loss_psi, "warmup_phi": loss_phi}
 
     def regulariser(self, x_t: Tensor, t: Tensor, inputs: MethodInputs) -> Tensor:
         """e_psi(x_t, c_src) - e_phi(x_t, c_tgt), both at CFG 1 (appendix A)."""
@@ -104,6 +126,8 @@ class PIVA(EditMethod):
 
     def compute_gradient(self, inputs: MethodInputs) -> tuple[Tensor, dict[str, float]]:
         c = self.config
+        if not self.warmed_up:
+            self.warm_up(inputs)
         x = inputs.x.detach().float()
         B = x.shape[0]
         ac = self.model.alphas_cumprod
@@ -151,10 +175,11 @@ class PIVA(EditMethod):
         return {"lora_psi": loss_psi, "lora_phi": loss_phi}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"adapters": self.adapters.state_dict()}
+        return {"adapters": self.adapters.state_dict(), "warmed_up": self.warmed_up}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.adapters.load_state_dict(state["adapters"])
+        self.warmed_up = bool(state.get("warmed_up", True))  # checkpoints from before the option were past step 0
 
     def close(self) -> None:
         """Remove the adapters from the model (the model is the pretrained one again)."""

@@ -235,3 +235,30 @@ def test_piva_adapters_get_the_depth_only_on_the_controlnet_path(adapter_control
     # call 1: the base model's batched DDS pair (never controlled unless control_base);
     # calls 2-3: psi and phi predictions; calls 4-5: their training steps
     assert model.with_control == [False] + [adapter_control] * 4
+
+
+def test_piva_warmup_brings_the_step0_regulariser_towards_zero():
+    """Warmed up on the source render, psi (c_src) and phi (c_tgt) model the same images."""
+    x_t = torch.randn(SHAPE, generator=torch.Generator().manual_seed(7))
+    source = torch.randn(SHAPE, generator=torch.Generator().manual_seed(2))
+    cold = PIVA(PIVAConfig(**fixed_t(lora_learning_rate=1e-2)), LinearPredictor())
+    before = cold.regulariser(x_t, tt(), make_inputs(source=source)).norm()
+    warm = PIVA(PIVAConfig(**fixed_t(lora_learning_rate=1e-2, adapter_warmup_steps=200)), LinearPredictor())
+    assert not warm.warmed_up
+    losses = warm.warm_up(make_inputs(source=source))
+    assert warm.warmed_up and {"warmup_psi", "warmup_phi"} <= set(losses)
+    after = warm.regulariser(x_t, tt(), make_inputs(source=source)).norm()
+    # (the stand-in's prompt bias b_c * t / T is out of reach of its bias-free LoRA: not all of it goes)
+    assert after < 0.7 * before, (float(before), float(after))
+    # the first step warms up by itself, once; a checkpoint keeps that it happened
+    fresh = PIVA(PIVAConfig(**fixed_t(adapter_warmup_steps=3)), model := LinearPredictor())
+    fresh.step(make_inputs(source=source))
+    assert fresh.warmed_up and len(model.calls) == 1 + 2 * 3 + 2 + 2
+    restored = PIVA(PIVAConfig(**fixed_t(adapter_warmup_steps=3)), LinearPredictor())
+    restored.load_state_dict(fresh.state_dict())
+    assert restored.warmed_up
+
+
+def test_piva_negative_warmup_is_refused():
+    with pytest.raises(ValueError, match="adapter_warmup_steps"):
+        PIVA(PIVAConfig(adapter_warmup_steps=-1), LinearPredictor())
