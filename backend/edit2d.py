@@ -127,8 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--controlnet", default="", help="optional depth ControlNet (unused in 2D)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (cosine schedule)")
-    p.add_argument("--guidance", type=float, default=7.5)
-    p.add_argument("--lambda-identity", type=float, default=0.4, help="PIVA's lambda")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance (default: the method's own, docs/methods.md)")
+    p.add_argument("--lambda-identity", type=float, default=None, help="PIVA's lambda (default: PIVA's own)")
     p.add_argument("--param", action="append", type=_parse_param, default=[], metavar="KEY=VALUE",
                    help="extra method parameter (repeatable), e.g. --param t_max=0.9")
     p.add_argument("--size", type=int, default=512, help="longer side after resizing (rounded to multiples of 64)")

@@ -28,14 +28,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from blender_piva import cameras, contract
+from blender_piva import contract
+from blender_piva.contract import cameras
 
 from .diffusion.control import depth_to_control
-from .editing.base import MethodInputs
+from .editing.base import EditMethod, MethodInputs
 from .field.ngp_field import NGPField, save_field
 from .progress import JobCancelled, StageReporter
 from .render.rays import Intrinsics, generate_rays
-from .render.samplers import StratifiedSampler, make_sampler
+from .render.samplers import Sampler, StratifiedSampler, make_sampler
 from .render.volume import render_image, render_rays
 
 CHECKPOINT_NAME = "edit.pt"
@@ -75,7 +76,7 @@ def make_camera(
 
 
 def render_view(
-    field: NGPField, camera: EditCamera, sampler: StratifiedSampler, generator: torch.Generator | None
+    field: NGPField, camera: EditCamera, sampler: Sampler, generator: torch.Generator | None
 ) -> dict[str, Tensor]:
     """Render ``field`` at ``camera``: rgb [1, 3, H, W], depth [H, W], opacity [H, W] (with grad)."""
     rays_o, rays_d = generate_rays(camera.c2w, camera.intrinsics)
@@ -85,6 +86,42 @@ def render_view(
     h, w = camera.intrinsics.h, camera.intrinsics.w
     rgb = out["rgb"].reshape(h, w, 3).permute(2, 0, 1)[None]
     return {"rgb": rgb, "depth": out["depth"].reshape(h, w), "opacity": out["opacity"].reshape(h, w)}
+
+
+@dataclass
+class EditState:
+    """What the edit changes step by step: exactly what its checkpoint saves and restores."""
+
+    field: NGPField
+    """The edited copy of the original field (trained)."""
+    optimizer: torch.optim.Optimizer
+    """Adam on ``field``."""
+    sampler: Sampler
+    """Occupancy grid of ``field``, refreshed as the edit moves its surface."""
+    method: EditMethod
+    """The chosen method; PIVA's adapters and their optimiser are part of its state."""
+    generator: torch.Generator
+    """Source of every random draw (cameras, stratification, noise, timesteps)."""
+    step: int = 0
+    """Steps done so far."""
+
+
+@dataclass
+class EditSource:
+    """What every step compares the edited field with; fixed for the whole edit."""
+
+    field: NGPField
+    """The original field, frozen."""
+    sampler: Sampler
+    """Its occupancy grid, updated once before the first step and then left as it is."""
+    cond_src: Tensor
+    """Encoded source prompt."""
+    cond_tgt: Tensor
+    """Encoded target prompt."""
+    cond_null: Tensor
+    """Encoded empty prompt (classifier-free guidance)."""
+    use_control: bool
+    """Whether the model has a depth ControlNet, so renders' depths condition it."""
 
 
 def edit_field(
@@ -104,10 +141,41 @@ def edit_field(
     """
     settings = spec.edit
     total = settings.steps
-    resolution = settings.render_resolution
     out_dir = Path(out_dir)
     checkpoint_path = out_dir / "checkpoints" / CHECKPOINT_NAME
 
+    state, source = _setup(original, model, method, spec, device)
+    if checkpoint_path.is_file():
+        _load_checkpoint(checkpoint_path, state, device)
+        reporter.log(f"resuming the edit from step {state.step}")
+
+    preview_camera = make_camera(
+        spec.capture.eval_elevation_deg, 30.0, spec.capture.eval_distance, spec.capture.eval_fov_deg,
+        settings.render_resolution, device,
+    )
+    reporter.begin(total, f"{settings.method} edit: {spec.source_prompt!r} -> {spec.target_prompt!r}")
+    started = time.perf_counter()
+    while state.step < total:
+        if reporter.should_stop():
+            _save_checkpoint(checkpoint_path, state)
+            raise JobCancelled("edit", state.step)
+        losses = _step(state, source, model, spec, device)
+        done = state.step
+        reporter.progress(done, total, losses)
+        if done % settings.preview_every == 0 or done == total:
+            image = render_image(state.field, preview_camera.c2w, preview_camera.intrinsics, sampler=state.sampler)
+            reporter.preview(done, image["rgb"].cpu().numpy())
+        if done % settings.checkpoint_every == 0 and done < total:
+            _save_checkpoint(checkpoint_path, state)
+    save_field(out_dir / "field", state.field)
+    _save_checkpoint(checkpoint_path, state)
+    return {"edit_seconds": time.perf_counter() - started, "edit_steps": float(total)}
+
+
+def _setup(
+    original: NGPField, model, method: EditMethod, spec: contract.JobSpec, device: torch.device
+) -> tuple[EditState, EditSource]:
+    """The edited copy and its optimiser at step 0; the frozen original with a filled grid; the prompts."""
     original = original.to(device).eval().requires_grad_(False)
     edited = copy.deepcopy(original).train().requires_grad_(True)
     source_sampler = make_sampler(original.aabb, 96, device)
@@ -117,81 +185,76 @@ def edit_field(
     source_generator = torch.Generator(device=device)
     source_generator.manual_seed(spec.seed)
     source_sampler.update(0, original.density, generator=source_generator)
-    optimizer = torch.optim.Adam(edited.parameters(), lr=settings.field_learning_rate, betas=(0.9, 0.99), eps=1e-15)
+    optimizer = torch.optim.Adam(edited.parameters(), lr=spec.edit.field_learning_rate, betas=(0.9, 0.99), eps=1e-15)
     generator = torch.Generator(device=device)
     generator.manual_seed(spec.seed)
-
-    cond_src = model.encode_prompt(spec.source_prompt)
-    cond_tgt = model.encode_prompt(spec.target_prompt)
-    cond_null = model.encode_prompt("")
-    use_control = getattr(model, "controlnet", None) is not None
-
-    start = 0
-    if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        edited.load_state_dict(state["field"])
-        optimizer.load_state_dict(state["optimizer"])
-        sampler.load_state_dict(state["sampler"])
-        method.load_state_dict(state["method"])
-        generator.set_state(state["generator"].cpu() if device.type == "cpu" else state["generator"])
-        start = int(state["step"])
-        reporter.log(f"resuming the edit from step {start}")
-
-    def save_checkpoint(step: int) -> None:
-        checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = checkpoint_path.with_suffix(".tmp")
-        torch.save(
-            {
-                "step": step,
-                "field": edited.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "sampler": sampler.state_dict(),
-                "method": method.state_dict(),
-                "generator": generator.get_state(),
-            },
-            tmp,
-        )
-        tmp.replace(checkpoint_path)
-
-    preview_camera = make_camera(
-        spec.capture.eval_elevation_deg, 30.0, spec.capture.eval_distance, spec.capture.eval_fov_deg, resolution, device
+    source = EditSource(
+        field=original,
+        sampler=source_sampler,
+        cond_src=model.encode_prompt(spec.source_prompt),
+        cond_tgt=model.encode_prompt(spec.target_prompt),
+        cond_null=model.encode_prompt(""),
+        use_control=getattr(model, "controlnet", None) is not None,
     )
-    reporter.begin(total, f"{settings.method} edit: {spec.source_prompt!r} -> {spec.target_prompt!r}")
-    started = time.perf_counter()
-    for step in range(start, total):
-        if reporter.should_stop():
-            save_checkpoint(step)
-            raise JobCancelled("edit", step)
-        sampler.update(step, edited.density, generator=generator)
-        camera = sample_camera(spec.capture, resolution, generator, device)
-        view = render_view(edited, camera, sampler, generator)
-        with torch.no_grad():
-            source_view = render_view(original, camera, source_sampler, None)
-            source = model.encode_images(source_view["rgb"])
-        x = model.encode_images(view["rgb"])
-        inputs = MethodInputs(
-            x=x,
-            cond_src=cond_src,
-            cond_tgt=cond_tgt,
-            cond_null=cond_null,
-            step=step,
-            total_steps=total,
-            source=source,
-            control=depth_to_control(view["depth"], view["opacity"]) if use_control else None,
-            source_control=depth_to_control(source_view["depth"], source_view["opacity"]) if use_control else None,
-            generator=generator,
-        )
-        result = method.step(inputs)
-        optimizer.zero_grad(set_to_none=True)
-        result.loss.backward()
-        optimizer.step()
-        done = step + 1
-        reporter.progress(done, total, result.losses)
-        if done % settings.preview_every == 0 or done == total:
-            image = render_image(edited, preview_camera.c2w, preview_camera.intrinsics, sampler=sampler)["rgb"]
-            reporter.preview(done, image.cpu().numpy())
-        if done % settings.checkpoint_every == 0 and done < total:
-            save_checkpoint(done)
-    save_field(out_dir / "field", edited)
-    save_checkpoint(total)
-    return {"edit_seconds": time.perf_counter() - started, "edit_steps": float(total)}
+    return EditState(edited, optimizer, sampler, method, generator), source
+
+
+def _step(
+    state: EditState, source: EditSource, model, spec: contract.JobSpec, device: torch.device
+) -> dict[str, float]:
+    """One edit step (module docstring, 1-5) at a fresh random camera; advances ``state.step``."""
+    generator = state.generator
+    state.sampler.update(state.step, state.field.density, generator=generator)
+    camera = sample_camera(spec.capture, spec.edit.render_resolution, generator, device)
+    view = render_view(state.field, camera, state.sampler, generator)
+    with torch.no_grad():
+        source_view = render_view(source.field, camera, source.sampler, None)
+        source_x = model.encode_images(source_view["rgb"])
+    x = model.encode_images(view["rgb"])
+    inputs = MethodInputs(
+        x=x,
+        cond_src=source.cond_src,
+        cond_tgt=source.cond_tgt,
+        cond_null=source.cond_null,
+        step=state.step,
+        total_steps=spec.edit.steps,
+        source=source_x,
+        control=depth_to_control(view["depth"], view["opacity"]) if source.use_control else None,
+        source_control=depth_to_control(source_view["depth"], source_view["opacity"]) if source.use_control else None,
+        generator=generator,
+    )
+    result = state.method.step(inputs)
+    state.optimizer.zero_grad(set_to_none=True)
+    result.loss.backward()
+    state.optimizer.step()
+    state.step += 1
+    return result.losses
+
+
+def _save_checkpoint(path: Path, state: EditState) -> None:
+    """Write ``state`` to ``path`` (via a temporary file, so a killed write leaves the previous one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "step": state.step,
+            "field": state.field.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "sampler": state.sampler.state_dict(),
+            "method": state.method.state_dict(),
+            "generator": state.generator.get_state(),
+        },
+        tmp,
+    )
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path, state: EditState, device: torch.device) -> None:
+    """Restore ``state`` (step included) from ``path``."""
+    payload = torch.load(path, map_location=device, weights_only=False)
+    state.field.load_state_dict(payload["field"])
+    state.optimizer.load_state_dict(payload["optimizer"])
+    state.sampler.load_state_dict(payload["sampler"])
+    state.method.load_state_dict(payload["method"])
+    state.generator.set_state(payload["generator"].cpu() if device.type == "cpu" else payload["generator"])
+    state.step = int(payload["step"])

@@ -9,8 +9,6 @@ or SIGTERM makes the running stage checkpoint and stop; the process then exits w
 from __future__ import annotations
 
 import json
-import logging
-import signal
 import sys
 import traceback
 from dataclasses import dataclass
@@ -19,17 +17,9 @@ from typing import Callable
 
 from blender_piva import contract
 
-from .progress import JobCancelled, StageReporter
-
-log = logging.getLogger("piva.backend")
-
-
-class StageError(RuntimeError):
-    """A stage failed for a reason the user can act on: ``hint`` says how."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(message)
-        self.hint = hint
+from .progress import JobCancelled
+from .stages import edit, export, reconstruct
+from .stages.context import JobContext, StageError, cancel_requested, stop_on_sigterm
 
 
 @dataclass
@@ -91,35 +81,6 @@ def resolve_device(name: str):
     raise StageError(f"unknown device {name!r}", ", ".join(contract.DEVICES))
 
 
-StageFn = Callable[["JobContext"], dict]
-
-
-@dataclass
-class JobContext:
-    """What a stage needs: the spec, the event writer, the device, and how to report."""
-
-    spec: contract.JobSpec
-    events: contract.EventWriter
-    device: object  # torch.device; typed loosely so importing this module needs no torch
-
-    def reporter(self, stage: str) -> StageReporter:
-        job_dir = self.spec.job_dir
-        return StageReporter(
-            stage=stage,
-            events=self.events,
-            preview_dir=job_dir / contract.PREVIEW_DIR,
-            cancel_check=lambda: contract.cancel_requested(job_dir) or _SIGNALLED[0],
-            min_interval_s=0.2,
-        )
-
-
-_SIGNALLED = [False]
-
-
-def _on_sigterm(signum, frame) -> None:  # pragma: no cover - exercised through a subprocess
-    _SIGNALLED[0] = True
-
-
 def run_job(job_path: Path, echo: bool = False) -> int:
     """Run the job in ``job_path``; return the process exit code (contract.EXIT_*)."""
     job_path = Path(job_path).resolve()
@@ -138,7 +99,7 @@ def run_job(job_path: Path, echo: bool = False) -> int:
             hint="keep job.json inside the job's output_dir",
         )
         return contract.EXIT_BAD_JOB
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    stop_on_sigterm()
     try:
         return _run_stages(spec, events)
     except JobCancelled as exc:
@@ -183,7 +144,7 @@ def _run_stages(spec: contract.JobSpec, events: contract.EventWriter) -> int:
     metrics: dict[str, float] = {}
     files: dict[str, str] = {}
     for stage in spec.stages:
-        if contract.cancel_requested(spec.job_dir) or _SIGNALLED[0]:
+        if cancel_requested(spec.job_dir):
             raise JobCancelled(stage, 0)
         result = STAGES[stage](context)
         metrics.update(result.get("metrics", {}))
@@ -204,27 +165,11 @@ def _run_stages(spec: contract.JobSpec, events: contract.EventWriter) -> int:
     return contract.EXIT_OK
 
 
-def _stage_reconstruct(ctx: JobContext) -> dict:
-    from .stages import reconstruct
-
-    return reconstruct.run(ctx)
-
-
-def _stage_edit(ctx: JobContext) -> dict:
-    from .stages import edit
-
-    return edit.run(ctx)
-
-
-def _stage_export(ctx: JobContext) -> dict:
-    from .stages import export
-
-    return export.run(ctx)
-
+StageFn = Callable[[JobContext], dict]
 
 STAGES: dict[str, StageFn] = {
-    "reconstruct": _stage_reconstruct,
-    "edit": _stage_edit,
-    "export": _stage_export,
+    "reconstruct": reconstruct.run,
+    "edit": edit.run,
+    "export": export.run,
 }
 """Stage name -> function. Each returns ``{"metrics": {...}, "files": {...}}``."""

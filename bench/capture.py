@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bpy  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from blender_piva.capture import capture_object  # noqa: E402
+from blender_piva.scene.capture import capture_object  # noqa: E402
 from blender_piva.contract import CaptureSettings  # noqa: E402
 
 

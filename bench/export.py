@@ -222,9 +222,9 @@ def render_imported(results: Path, source, capture: contract.CaptureSettings, no
 
     import bpy
 
-    from blender_piva import cameras
-    from blender_piva.capture import capture_object
-    from blender_piva.importer import import_result
+    from blender_piva.core import camera_rig
+    from blender_piva.scene.capture import capture_object
+    from blender_piva.scene.importer import import_result
 
     contract.ResultsManifest(job_id="bench", files=dict(json.loads((results / "files.json").read_text())),
                              normalization=normalization.tolist()).write(results)
@@ -232,10 +232,10 @@ def render_imported(results: Path, source, capture: contract.CaptureSettings, no
     bpy.context.view_layer.update()
     matrix_world = np.array(obj.matrix_world, np.float64)
     imp_v, _ = mesh_arrays(obj)
-    own = cameras.normalization_from_points(imp_v @ matrix_world[:3, :3].T + matrix_world[:3, 3]) @ matrix_world
+    own = camera_rig.normalization_from_points(imp_v @ matrix_world[:3, :3].T + matrix_world[:3, 3]) @ matrix_world
     mismatch = float(np.abs(own - normalization).max())
     pinned = normalization @ np.linalg.inv(matrix_world)  # world -> the source's normalised frame
-    with mock.patch.object(cameras, "normalization_from_points", lambda points: pinned.copy()):
+    with mock.patch.object(camera_rig, "normalization_from_points", lambda points: pinned.copy()):
         transforms = capture_object(obj, dataclasses.replace(capture, num_views=1), out_dir)
     got = np.array(json.loads(transforms.read_text())["normalization"])
     if not np.allclose(got, normalization, atol=1e-9):
@@ -264,8 +264,8 @@ def bench_full(args, device) -> dict:
         from backend.export.uv_bake import BakeSettings
         from backend.field.ngp_field import load_field
         from backend.reconstruct.trainer import fit_field
-        from blender_piva.capture import capture_object
-        from blender_piva.capture_io import LightRig
+        from blender_piva.scene.capture import capture_object
+        from blender_piva.contract.capture import LightRig
     except ImportError as exc:
         sys.exit(f"the full benchmark needs the capture and reconstruct stages ({exc}); run with --analytic")
     work = Path(args.work or tempfile.mkdtemp(prefix="piva_export_full_"))

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from backend.data.capture_dataset import load_capture  # noqa: E402
 from backend.progress import StageReporter  # noqa: E402
 from backend.reconstruct.trainer import TrainerConfig, fit_field  # noqa: E402
-from blender_piva.capture import capture_object  # noqa: E402
+from blender_piva.scene.capture import capture_object  # noqa: E402
 from blender_piva.contract import CaptureSettings, ReconstructSettings  # noqa: E402
 
 

@@ -5,7 +5,8 @@ here on two classes: class 1 ~ N((-1.5, 0), diag(0.3^2, 0.8^2)), class 2 ~ N((+1
 Samples of class 1 are then edited towards class 2 by every method of ``backend.editing`` through
 the NoisePredictor protocol (the 2D points are "x", the class one-hots are the "prompt
 embeddings"), with the settings a default job would use (``build_config(name, EditSettings())``,
-so CFG 7.5 everywhere, nothing tuned per method), SGD lr 0.01 with a cosine schedule as PIVA's 2D
+so each method at its own defaults: CFG 100 for SDS and PDS, 7.5 for DDS and PIVA;
+nothing tuned per method), SGD lr 0.01 with a cosine schedule as PIVA's 2D
 setup, ``STEPS`` steps. Two last runs repeat PIVA with adapter lr 1e-2 and with
 ``use_source_latent`` (sensitivity, labelled as such).
 

@@ -42,8 +42,8 @@ EDITS = [
 def capture(color: str, shape: str, settings, out: Path) -> Path:
     import bpy
 
-    from blender_piva import toy_world
-    from blender_piva.capture import capture_object
+    import toy_world
+    from blender_piva.scene.capture import capture_object
 
     if (out / "transforms.json").is_file():
         return out
@@ -93,19 +93,14 @@ def render_field(field, views: list[dict]) -> list[dict]:
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, object]]:
-    """``["piva.lambda_identity=1.0"]`` -> ``{"piva": {"lambda_identity": 1.0}}``."""
-    out: dict[str, dict[str, object]] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        method, dot, key = name.partition(".")
-        if not sep or not dot or not key:
-            raise SystemExit(f"--param {item!r}: expected METHOD.KEY=VALUE, e.g. piva.lambda_identity=1.0")
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value
-        out.setdefault(method, {})[key] = parsed
-    return out
+    """``["piva.lambda_identity=1.0"]`` -> ``{"piva": {"lambda_identity": 1.0}}`` (core/overrides.py)."""
+    from blender_piva.core.overrides import OverrideError
+    from blender_piva.core.overrides import parse_overrides as parse
+
+    try:
+        return parse(items, flag="--param", form="METHOD.KEY=VALUE", example="piva.lambda_identity=1.0")
+    except OverrideError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     from backend.progress import StageReporter
     from backend.reconstruct.trainer import fit_field
     from backend.stages.edit import resolve_controlnet, resolve_model
-    from blender_piva import contract, toy_world
+    import toy_world
+    from blender_piva import contract
 
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")

@@ -8,12 +8,12 @@ backend as ``blender_piva``. Importing the package needs neither bpy nor torch: 
 
 
 def register() -> None:
-    from . import registration
+    from .ui import registration
 
     registration.register()
 
 
 def unregister() -> None:
-    from . import registration
+    from .ui import registration
 
     registration.unregister()

@@ -14,13 +14,19 @@ on; an interrupted queue resumes with ``resume``. Progress goes to the terminal;
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import contract
+
+if TYPE_CHECKING:
+    from .core.backend_process import BackendConfig
+    from .core.request import EditRequest
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import contract, presets
+    from .core import presets
 
     parser = argparse.ArgumentParser(prog="python -m blender_piva.cli", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--python", default="", help="backend Python (default: this one)")
         p.add_argument("--set", action="append", default=[], metavar="BLOCK.KEY=JSON",
                        help="override a setting, e.g. --set capture.resolution=64 (repeatable)")
-        p.add_argument("--no-cache", action="store_true",
+        p.add_argument("--no-cache", dest="use_cache", action="store_false",
                        help="capture and fit again instead of reusing the object's cached capture and fit")
 
     edit = sub.add_parser("edit", help="edit an object of a .blend file")
@@ -94,21 +100,6 @@ DEMO_TOY_OVERRIDES = [
 """The demo's settings with the embedded toy model (its images are 32x32); goal: minutes on a CPU."""
 
 
-def parse_overrides(items: list[str]) -> dict:
-    overrides: dict = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        block, dot, name = key.partition(".")
-        if not sep or not dot:
-            raise SystemExit(f"--set {item!r}: expected BLOCK.KEY=VALUE, e.g. capture.resolution=64")
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value
-        overrides.setdefault(block, {})[name] = parsed
-    return overrides
-
-
 def build_demo_scene(source_color=(0.8, 0.05, 0.05)) -> "object":
     """An empty scene with one red cube, the product's demo (and the toy world's first object)."""
     import bmesh
@@ -133,37 +124,32 @@ def build_demo_scene(source_color=(0.8, 0.05, 0.05)) -> "object":
     return obj
 
 
-def make_request(args: argparse.Namespace, object_name: str) -> "EditRequest":
-    from blender_piva import contract
-    from blender_piva.pipeline import EditRequest
+def request_from_args(args: argparse.Namespace, object_name: str) -> "EditRequest":
+    """The request the command line describes (``--set`` overrides parsed by core/overrides.py)."""
+    from .core.overrides import OverrideError, parse_overrides
+    from .core.request import make_request
+    from .scene.edit_job import default_job_root
 
-    return EditRequest(
-        object_name=object_name,
-        source_prompt=args.source,
-        target_prompt=args.target if isinstance(args.target, str) else args.target[0],
-        method=args.method,
-        steps=args.steps,
-        seed=args.seed,
-        lambda_identity=args.lambda_identity,
-        preset=args.preset,
-        job_root=args.jobs or str(default_jobs()),
-        job_dir=getattr(args, "job_dir", ""),
+    try:
+        overrides = parse_overrides(args.set)
+    except OverrideError as exc:
+        raise SystemExit(f"PIVA: {exc}") from None
+    return make_request(
+        object_name,
+        args.source,
+        args.target if isinstance(args.target, str) else args.target[0],
+        args,
         model=contract.ModelSettings(model=args.model, controlnet=args.controlnet),
         device=args.device,
+        job_root=args.jobs or str(default_job_root()),
+        job_dir=getattr(args, "job_dir", ""),
         stages=[s for s in args.stages.split(",") if s],
-        overrides=parse_overrides(args.set),
-        use_cache=not args.no_cache,
+        overrides=overrides,
     )
 
 
-def default_jobs() -> Path:
-    import tempfile
-
-    return Path(tempfile.gettempdir()) / "piva-jobs"
-
-
 def backend_config(args: argparse.Namespace) -> "BackendConfig":
-    from blender_piva.backend_process import BackendConfig, python_of_this_process
+    from .core.backend_process import BackendConfig, python_of_this_process
 
     repo = Path(__file__).resolve().parent.parent
     return BackendConfig(python=args.python or python_of_this_process(), backend_root=str(repo))
@@ -172,26 +158,21 @@ def backend_config(args: argparse.Namespace) -> "BackendConfig":
 def _register() -> None:
     import bpy
 
-    import blender_piva
+    from . import register
 
     if not hasattr(bpy.types.Scene, "piva"):
-        blender_piva.register()
-
-
-def _on_capture(done: int, total: int) -> None:
-    sys.stdout.write(f"\r[capture    ] {done}/{total} views")
-    sys.stdout.write("\n" if done >= total else "")
-    sys.stdout.flush()
+        register()
 
 
 def run_edit(args: argparse.Namespace, object_name: str) -> int:
-    from blender_piva import operators
-    from blender_piva.pipeline import EditFailed, EditJob
+    from .core.request import EditFailed
+    from .core.terminal import print_capture_progress, print_event
+    from .scene.edit_job import EditJob
 
     _register()
-    job = EditJob(make_request(args, object_name), backend_config(args))
+    job = EditJob(request_from_args(args, object_name), backend_config(args))
     try:
-        result = job.run_sync(on_event=operators.print_event, on_capture=_on_capture)
+        result = job.run_sync(on_event=print_event, on_capture=print_capture_progress)
     except EditFailed as exc:
         print(f"\nPIVA: {exc.status}: {exc.message}", file=sys.stderr)
         if exc.hint:
@@ -210,8 +191,8 @@ def run_edit(args: argparse.Namespace, object_name: str) -> int:
 
 def run_queue(queue, args: argparse.Namespace) -> int:
     """Run a variants or batch queue with a progress bar per item and a summary table."""
-    from blender_piva import operators
-    from blender_piva.batch import QueueRunner
+    from .core.terminal import print_event
+    from .scene.queue_runner import QueueRunner
 
     _register()
     print(f"PIVA: queue {queue.path}")
@@ -219,7 +200,7 @@ def run_queue(queue, args: argparse.Namespace) -> int:
     def on_item(index: int, total: int, item) -> None:
         print(f"\n=== item {index + 1}/{total}: {item.label}")
 
-    QueueRunner(queue, backend_config(args)).run_sync(on_event=operators.print_event, on_item=on_item)
+    QueueRunner(queue, backend_config(args)).run_sync(on_event=print_event, on_item=on_item)
     print("\nPIVA: results")
     for item in queue.items:
         cached = "cached capture+fit" if all(item.cache_hit.values()) and item.cache_hit else ""
@@ -262,71 +243,85 @@ def _missing_objects(names: list[str], blend: Path) -> bool:
     return bool(missing)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def cmd_edit(args: argparse.Namespace) -> int:
+    if not _open_blend(args.blend) or _missing_objects([args.object], args.blend):
+        return 1
+    code = run_edit(args, args.object)
+    if code == 0:
+        _save(args.save)
+    return code
+
+
+def _variants_or_batch_queue(args: argparse.Namespace):
+    """The queue ``variants`` or ``batch`` describes; None (after saying why) when it cannot be made."""
     import bpy
 
-    if args.command == "edit":
-        if not _open_blend(args.blend) or _missing_objects([args.object], args.blend):
-            return 1
-        code = run_edit(args, args.object)
-        if code == 0:
-            _save(args.save)
-        return code
-    if args.command in ("variants", "batch"):
-        from blender_piva.batch import batch_objects, batch_queue, variants_queue
-        from blender_piva.pipeline import EditFailed
+    from .scene.queue_runner import batch_objects, batch_queue, variants_queue
 
-        if not _open_blend(args.blend):
-            return 1
-        _register()
-        try:
-            if args.command == "variants":
-                if _missing_objects([args.object], args.blend):
-                    return 1
-                seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds else []
-                request = make_request(args, args.object)
-                queue = variants_queue(request, args.target, seeds, request.job_root)
-            else:
-                if args.collection:
-                    collection = bpy.data.collections.get(args.collection)
-                    if collection is None:
-                        names = ", ".join(c.name for c in bpy.data.collections) or "none"
-                        print(f"PIVA: no collection named {args.collection!r} in {args.blend} (collections: {names})", file=sys.stderr)
-                        return 1
-                    objects = batch_objects("COLLECTION", collection)
-                else:
-                    objects = [n.strip() for n in args.objects.split(",") if n.strip()]
-                request = make_request(args, objects[0] if objects else "")
-                queue = batch_queue(request, objects, request.job_root)
-        except EditFailed as exc:
-            print(f"PIVA: {exc}", file=sys.stderr)
-            return 1
-        code = run_queue(queue, args)
-        _save(args.save)
-        return code
-    if args.command == "resume":
-        from blender_piva import batch_queue, contract
+    if args.command == "variants":
+        if _missing_objects([args.object], args.blend):
+            return None
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds else []
+        request = request_from_args(args, args.object)
+        return variants_queue(request, args.target, seeds, request.job_root)
+    if args.collection:
+        collection = bpy.data.collections.get(args.collection)
+        if collection is None:
+            names = ", ".join(c.name for c in bpy.data.collections) or "none"
+            print(f"PIVA: no collection named {args.collection!r} in {args.blend} (collections: {names})", file=sys.stderr)
+            return None
+        objects = batch_objects("COLLECTION", collection)
+    else:
+        objects = [n.strip() for n in args.objects.split(",") if n.strip()]
+    request = request_from_args(args, objects[0] if objects else "")
+    return batch_queue(request, objects, request.job_root)
 
-        try:
-            queue = batch_queue.load_queue(args.queue)
-        except contract.ContractError as exc:
-            print(f"PIVA: cannot resume: {exc}", file=sys.stderr)
-            return 1
-        blend = args.blend or (Path(queue.blend_file) if queue.blend_file else None)
-        if blend is None:
-            print("PIVA: the queue was made from an unsaved scene: pass --blend SCENE.blend", file=sys.stderr)
-            return 1
-        if not _open_blend(blend):
-            return 1
-        if queue.prepare_resume(retry_failed=args.retry_failed) == 0:
-            print("PIVA: nothing left to run in this queue (--retry-failed runs the failed items again)")
-            return 0
-        queue.save()
-        code = run_queue(queue, args)
-        _save(args.save)
-        return code
-    # demo
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    """``variants`` and ``batch``."""
+    from .core.request import EditFailed
+
+    if not _open_blend(args.blend):
+        return 1
+    _register()
+    try:
+        queue = _variants_or_batch_queue(args)
+    except EditFailed as exc:
+        print(f"PIVA: {exc}", file=sys.stderr)
+        return 1
+    if queue is None:
+        return 1
+    code = run_queue(queue, args)
+    _save(args.save)
+    return code
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .core.queue import load_queue
+
+    try:
+        queue = load_queue(args.queue)
+    except contract.ContractError as exc:
+        print(f"PIVA: cannot resume: {exc}", file=sys.stderr)
+        return 1
+    blend = args.blend or (Path(queue.blend_file) if queue.blend_file else None)
+    if blend is None:
+        print("PIVA: the queue was made from an unsaved scene: pass --blend SCENE.blend", file=sys.stderr)
+        return 1
+    if not _open_blend(blend):
+        return 1
+    if queue.prepare_resume(retry_failed=args.retry_failed) == 0:
+        print("PIVA: nothing left to run in this queue (--retry-failed runs the failed items again)")
+        return 0
+    queue.save()
+    code = run_queue(queue, args)
+    _save(args.save)
+    return code
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import bpy
+
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     if not args.jobs:
@@ -343,11 +338,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"PIVA: saved {blend}")
     result = [o for o in bpy.data.objects if o.get("piva_job_id")]
     if result:
-        from blender_piva.compare import before_after
+        from .scene.compare import before_after
 
         image = before_after(obj, result[-1], out / "before_after.png")
         print(f"PIVA: before (top) and after (bottom) renders: {image}")
     return 0
+
+
+COMMANDS = {"edit": cmd_edit, "variants": cmd_queue, "batch": cmd_queue, "resume": cmd_resume, "demo": cmd_demo}
+"""Sub-command -> its function (each returns the exit code)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ def render_world(capture_root: Path, views: int, resolution: int) -> None:
     """One capture per (colour, shape): ``views`` training views from the paper's camera distribution."""
     import bpy
 
-    from blender_piva import contract, toy_world
-    from blender_piva.capture import capture_object
+    import toy_world
+    from blender_piva import contract
+    from blender_piva.scene.capture import capture_object
 
     for index, (color, shape) in enumerate(toy_world.all_prompts()):
         folder = capture_root / f"{color}_{shape}"
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(args.out)
     partial.rename(args.out)
 
-    from blender_piva import toy_world
+    import toy_world
 
     prompts = [toy_world.prompt(c, s) for s in toy_world.SHAPES for c in toy_world.COLORS]
     images = sample_images(unet, text_encoder, tokenizer, prompts, model_config, seed=args.seed, guidance_scale=3.0)

@@ -45,7 +45,8 @@ def package(tmp_path_factory) -> Path:
 
 def test_zip_holds_the_extension_and_no_backend(package):
     names = zipfile.ZipFile(package).namelist()
-    assert "blender_manifest.toml" in names and "__init__.py" in names and "contract.py" in names
+    assert "blender_manifest.toml" in names and "__init__.py" in names and "contract/__init__.py" in names
+    assert not any(n.startswith("toy_world") for n in names)  # development only
     assert not any(n.startswith("backend/") or "__pycache__" in n for n in names)
     for name in names:
         if name.endswith(".py"):

@@ -18,8 +18,9 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 from blender_piva import contract  # noqa: E402
-from blender_piva.backend_process import BackendConfig  # noqa: E402
-from blender_piva.pipeline import EditJob, EditRequest  # noqa: E402
+from blender_piva.core.backend_process import BackendConfig  # noqa: E402
+from blender_piva.core.request import EditRequest  # noqa: E402
+from blender_piva.scene.edit_job import EditJob  # noqa: E402
 
 from .blender_piva.scene_state import fingerprint  # noqa: E402
 from .tiny_settings import TEST_OVERRIDES  # noqa: E402
@@ -32,7 +33,7 @@ def _source_state(obj) -> dict:
 
 @pytest.mark.parametrize("method", ["piva", "dds"])
 def test_full_pipeline_imports_an_edited_mesh_next_to_the_untouched_source(fresh_bpy, tmp_path, tiny_model, method):
-    from blender_piva import toy_world
+    import toy_world
 
     source = toy_world.add_object("red", "cube", name="Cube")
     source.location = (1.0, 2.0, 0.5)
@@ -73,7 +74,7 @@ def test_headless_cli_edits_a_saved_blend(tmp_path, tiny_model):
     """`python -m blender_piva.cli edit` on a .blend: the source file is not modified, --save gets the result."""
     scene_file = tmp_path / "scene.blend"
     make = (
-        "import bpy, sys; sys.path.insert(0, {root!r}); from blender_piva import toy_world;"
+        "import bpy, sys; sys.path.insert(0, {root!r}); import toy_world;"
         "bpy.ops.wm.read_factory_settings(use_empty=True); toy_world.add_object('green', 'sphere', name='Ball');"
         "bpy.ops.wm.save_as_mainfile(filepath={path!r})"
     ).format(root=str(ROOT), path=str(scene_file))
@@ -114,7 +115,7 @@ def test_headless_variants_then_resume_of_the_finished_queue(tmp_path, tiny_mode
     finished queue has nothing left to do; a missing object is named."""
     scene_file = tmp_path / "scene.blend"
     make = (
-        "import bpy, sys; sys.path.insert(0, {root!r}); from blender_piva import toy_world;"
+        "import bpy, sys; sys.path.insert(0, {root!r}); import toy_world;"
         "bpy.ops.wm.read_factory_settings(use_empty=True); toy_world.add_object('red', 'cube', name='Cube');"
         "bpy.ops.wm.save_as_mainfile(filepath={path!r})"
     ).format(root=str(ROOT), path=str(scene_file))

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from blender_piva.contract import cameras
+
 DEPTH_SCALE = 1e-4
 """Normalised units per depth PNG count (the capture's depth_unit_scale_factor)."""
 
@@ -20,18 +22,6 @@ DEPTH_SCALE = 1e-4
 def sphere_color(p: np.ndarray) -> np.ndarray:  # [..., 3] points on the sphere -> [..., 3] in [0, 1]
     """Surface colour: a smooth function of position (no view dependence)."""
     return np.clip(0.5 + 0.45 * np.stack([p[..., 0], p[..., 1] * p[..., 2] * 2.0, -p[..., 2]], -1) / 0.7, 0.0, 1.0)
-
-
-def look_at(eye: np.ndarray, target: np.ndarray = np.zeros(3)) -> np.ndarray:
-    """Camera-to-world (OpenGL: looks down -Z, +Z world up) for a camera at ``eye``."""
-    forward = target - eye
-    forward = forward / np.linalg.norm(forward)
-    right = np.cross(forward, [0.0, 0.0, 1.0])
-    right = right / np.linalg.norm(right)
-    up = np.cross(right, forward)
-    c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, up, -forward, eye
-    return c2w
 
 
 def render_sphere(
@@ -80,8 +70,8 @@ def write_sphere_capture(
             elev, azim, fov, dist = 15.0, 360.0 * i / max(num_eval, 1) + 17.0, 50.0, 4.0
         e, a = math.radians(elev), math.radians(azim)
         eye = dist * np.array([math.cos(e) * math.cos(a), math.cos(e) * math.sin(a), math.sin(e)])
-        c2w = look_at(eye)
-        fl = 0.5 * resolution / math.tan(math.radians(fov) / 2)
+        c2w = np.asarray(cameras.look_at(eye, (0.0, 0.0, 0.0)))
+        fl, _, _, _ = cameras.intrinsics(fov, resolution, resolution)
         rgb, alpha, depth = render_sphere(c2w, resolution, resolution, fl, radius)
         rgba = np.concatenate([rgb, alpha[..., None]], -1)
         name = f"{split}_{i:04d}.png"

@@ -198,10 +198,6 @@ class LoraPair:
         self._layers = []
         self.params = {SOURCE: [], TARGET: []}
 
-    def adapter_norm(self, name: str) -> float:
-        """Frobenius norm of the adapter's LoRA weights (B = 0 at init, so the B part is zero)."""
-        return float(sum(p.detach().float().pow(2).sum() for p in self.params[name]) ** 0.5)
-
 
 def _is_diffusers_model(net: torch.nn.Module) -> bool:
     try:

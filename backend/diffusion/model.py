@@ -24,10 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
-"""Hub id of the model the paper uses (epsilon prediction, 512x512)."""
-DEFAULT_CONTROLNET = "thibaud/controlnet-sd21-depth-diffusers"
-"""Depth ControlNet for SD 2.x (PIVA appendix D.1 puts its LoRA adapters on this path in 3D)."""
+from .hub import SD21_DEPTH_CONTROLNET
 
 _WEIGHTED = ("unet", "vae", "text_encoder")
 _REQUIRED = ("unet", "text_encoder", "tokenizer", "scheduler")
@@ -264,5 +261,5 @@ def _load_controlnet(controlnet: str, dtype: torch.dtype) -> Any:
     except (OSError, ValueError) as exc:
         raise ModelLoadError(
             f"cannot load the ControlNet {controlnet!r}: {exc}. Fix: pass a local diffusers ControlNet folder "
-            f"(safetensors) or a valid hub id such as {DEFAULT_CONTROLNET!r}"
+            f"(safetensors) or a valid hub id such as {SD21_DEPTH_CONTROLNET!r}"
         ) from exc

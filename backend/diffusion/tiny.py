@@ -23,8 +23,6 @@ TEXT_WIDTH = 32
 MAX_TOKENS = 16
 """Tokens per prompt (77 in real CLIP; 16 keeps the tiny model fast)."""
 LATENT_CHANNELS = 4
-VAE_DOWNSAMPLE = 2
-"""Image side / latent side of the tiny VAE."""
 
 _SPECIALS = ["<|startoftext|>", "<|endoftext|>"]
 _CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-")

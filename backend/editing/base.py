@@ -1,7 +1,9 @@
 """What every editing method shares: the model protocol, the inputs of a step, the gradient
-injection convention and small diffusion helpers.
+injection convention, the weighting w(t), the batched guided pair and small diffusion helpers.
 
-Conventions (one for all methods; /work/shared/notes/methods.md lists the pitfalls they avoid):
+Each method file (sds, dds, pds, ssd, piva) imports only from this module and from ``schedule``,
+never from a sibling method. The conventions, and the pitfalls of the reference code they avoid,
+are written up in docs/methods.md ("Shared conventions"):
 
 * Classifier-free guidance in the diffusers convention: ``CFG_s = e_u + s * (e_c - e_u)``.
 * Source and target branches share the same noise ``eps`` and the same timestep ``t``.
@@ -10,8 +12,8 @@ Conventions (one for all methods; /work/shared/notes/methods.md lists the pitfal
 * **Gradient injection**: ``target = (x - grad).detach()``,
   ``loss = 0.5 * ((x - target) ** 2).sum() / B``, hence ``d loss / d x = grad / B``: exactly
   ``grad`` for a batch of one, the batch mean of per-sample sums otherwise. No mean over pixels, so
-  the learning rate means the same thing at every resolution (the reference repos differ by
-  16384x here, see methods.md point 3).
+  the learning rate means the same thing at every resolution (the reference repositories mix sum
+  and mean reductions, 16384x apart for 4x64x64 latents).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
+
+from backend.editing.schedule import sample_timesteps
 
 
 class NoisePredictor(Protocol):
@@ -114,6 +118,38 @@ def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)
 
 
+WEIGHTINGS = ("sigma2", "one")
+"""Names of the per-timestep weightings w(t) accepted by :func:`weight`."""
+
+
+def weight(kind: str, alphas_cumprod: Tensor, t: Tensor) -> Tensor:
+    """[B] w(t): ``sigma2`` = 1 - alpha_bar_t (threestudio's SDS, PIVA), ``one`` = 1 (DDS, PDS)."""
+    if kind == "sigma2":
+        return 1.0 - alphas_cumprod[t]
+    if kind == "one":
+        return torch.ones_like(alphas_cumprod[t])
+    raise ValueError(f"unknown weighting {kind!r}; allowed: {', '.join(WEIGHTINGS)}")
+
+
+def guided_pair(
+    model: NoisePredictor, x_t: Tensor, xs_t: Tensor, t: Tensor, inputs: MethodInputs, scale: float
+) -> tuple[Tensor, Tensor]:  # x_t, xs_t [B, ...], t [B] -> (CFG_tgt, CFG_src), each [B, ...]
+    """CFG_s(x_t, c_tgt) and CFG_s(xs_t, c_src) from ONE UNet call of 4 (DDS, PDS, PIVA with x_hat_t).
+
+    The batch is ``[xs_t | null, xs_t | src, x_t | null, x_t | tgt]``, all at the same ``t``.
+    """
+    B = x_t.shape[0]
+    null, src, tgt = (expand(c, B) for c in (inputs.cond_null, inputs.cond_src, inputs.cond_tgt))
+    with torch.no_grad():
+        e = model.predict_noise(
+            torch.cat([xs_t, xs_t, x_t, x_t]),
+            torch.cat([t, t, t, t]),
+            torch.cat([null, src, null, tgt]),
+        )
+    es_u, es_c, et_u, et_c = e.chunk(4)
+    return cfg(et_u, et_c, scale), cfg(es_u, es_c, scale)
+
+
 class EditMethod(ABC):
     """One editing loss. Subclasses implement :meth:`compute_gradient` (one paper equation)."""
 
@@ -142,6 +178,13 @@ class EditMethod(ABC):
         losses = {"grad_norm": float(grad.norm()), **losses}
         losses.update(self.after_step(inputs))
         return StepResult(loss=loss, grad=grad, losses=losses)
+
+    def timestep_and_noise(self, inputs: MethodInputs, x: Tensor) -> tuple[Tensor, Tensor]:
+        """This step's timesteps t [B] from the config's schedule, then the noise eps (shaped like
+        ``x``) that every branch of the method shares, both drawn from ``inputs.generator``."""
+        T = self.model.alphas_cumprod.shape[0]
+        t = sample_timesteps(self.config, inputs.step, inputs.total_steps, T, x.shape[0], generator=inputs.generator, device=x.device)
+        return t, randn_like(x, inputs.generator)
 
     def close(self) -> None:
         """Undo what the method did to the model (PIVA removes its adapters)."""

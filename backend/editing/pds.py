@@ -6,9 +6,15 @@
 x_t and x_{t-1} come from the forward process of each x0 with noises eps, eps' SHARED by the two
 branches; mu(x_t, x0) = gamma_t x0 + delta_t x_t is the DDPM posterior mean (eq. 6) and
 x0_hat(x_t, y) = (x_t - sqrt(1 - a_t) CFG_s(x_t, y)) / sqrt(a_t) (eq. 7). As in the reference code,
-t lives on a DDIM grid of ``grid_steps`` points and t-1 is the previous grid point, so beta_t is the
-effective one between the two points: beta = 1 - a_t / a_prev, sigma_t = sqrt((1 - a_prev) /
-(1 - a_t) * beta) (a standard deviation: z is N(0, I) under the model). One UNet call of 4.
+t lives on a DDIM grid of ``grid_steps`` points and t-1 is the previous grid point. Unlike the
+reference, beta_t here is the effective one between the two grid points: beta = 1 - a_t / a_prev,
+sigma_t = sqrt((1 - a_prev) / (1 - a_t) * beta) (a standard deviation: z is N(0, I) under the
+model). One UNet call of 4.
+
+Known open defect (docs/methods.md, section PDS): with this effective beta the coefficient of
+(x_tgt - x_src) in eq. 14 is exactly zero, so the update reduces to chi(t) * (CFG_tgt - CFG_src), a
+re-weighted DDS. The reference takes the scheduler's single-step beta_t and alpha_t with the grid's
+a_prev instead. Tracked separately; the maths here is unchanged until that is decided.
 """
 
 from __future__ import annotations
@@ -18,10 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from backend.editing.base import EditMethod, MethodInputs, add_noise, per_sample, randn_like
-from backend.editing.dds import guided_pair
+from backend.editing.base import EditMethod, MethodInputs, add_noise, guided_pair, per_sample, randn_like, weight
 from backend.editing.schedule import ScheduleConfig, sample_timesteps
-from backend.editing.sds import weight
 
 
 @dataclass

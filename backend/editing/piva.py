@@ -6,7 +6,7 @@
 then (Algorithm 1, last line) one diffusion-loss step of each adapter: psi on the ORIGINAL render
 with the source prompt (eq. 7), phi on the EDITED render with the target prompt (eq. 8).
 
-Choices where the paper is ambiguous (following /work/shared/notes/methods.md):
+Choices where the paper is ambiguous (docs/methods.md, section PIVA, gives the reasons):
 
 * w(t) = sigma_t^2 = 1 - alpha_bar_t (appendix A "omega(t) = sigma_t^2", variance-preserving).
 * The paper plugs x_t in for x_hat_t (section 3.2), so both guided terms see the same x_t and the
@@ -31,10 +31,17 @@ import torch
 from torch import Tensor
 
 from backend.diffusion.lora import SOURCE, TARGET, LoraPair, LoraSettings
-from backend.editing.base import EditMethod, MethodInputs, NoisePredictor, add_noise, expand, per_sample, randn_like
-from backend.editing.dds import guided_pair
-from backend.editing.schedule import ScheduleConfig, sample_timesteps
-from backend.editing.sds import weight
+from backend.editing.base import (
+    EditMethod,
+    MethodInputs,
+    NoisePredictor,
+    add_noise,
+    expand,
+    guided_pair,
+    per_sample,
+    weight,
+)
+from backend.editing.schedule import ScheduleConfig
 
 
 @dataclass
@@ -64,12 +71,10 @@ class PIVAConfig(ScheduleConfig):
     train_adapters: bool = True
     """Update psi and phi after every step (Algorithm 1); False freezes them at the base model."""
     use_source_latent: bool = False
-    """Use x_hat_t (the noised source render) in the DDS term as eq. 9 writes it. The paper's
-    experiments plug in x_t instead (default). Measured on the toy world (red -> blue cube, 150
-    steps): x_t keeps the shape but drives the colour to saturated cyan; x_hat_t reaches the right
-    blue but dissolves the density into haze (nothing left to export); in toy2d x_hat_t moves the
-    points 6.7 instead of 18.7. On bench/toy_edit.py (100 steps) x_hat_t halves x_t's drift, and with
-    ``lora_learning_rate=1e-2`` drifts 22% less than DDS: see docs/RESULTS.md, toy-world quality."""
+    """Use x_hat_t (the noised source render, same eps and t) in the DDS term, as eq. 9 writes it;
+    a UNet call of 4 that needs ``inputs.source``. The paper's experiments plug in x_t instead
+    (section 3.2; the default). The choice is discussed in docs/methods.md (PIVA); what it does on
+    the project's toy benchmarks is measured in docs/RESULTS.md."""
     control_base: bool = False
     """Also feed ``inputs.control`` (depth) to the base model's DDS predictions."""
     adapter_warmup_steps: int = 0
@@ -133,8 +138,7 @@ class PIVA(EditMethod):
         B = x.shape[0]
         ac = self.model.alphas_cumprod
         # 1. t (annealed) and eps, x_t by the forward process
-        t = sample_timesteps(c, inputs.step, inputs.total_steps, ac.shape[0], B, generator=inputs.generator, device=x.device)
-        eps = randn_like(x, inputs.generator)
+        t, eps = self.timestep_and_noise(inputs, x)
         x_t = add_noise(x, eps, t, ac)
         control = inputs.control if c.control_base else None
         # 2. DDS term of eq. 9

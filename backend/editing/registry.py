@@ -1,9 +1,12 @@
 """The editing methods by name, and how a job's EditSettings become a method config.
 
-An explicit dict (no import-time registration). ``build_config`` fills the config from the job:
-EditSettings fields whose names the config shares (``guidance_scale``, ``lambda_identity``,
-``lora_rank``, ``lora_learning_rate``) are copied, then ``method_params`` override any config
-field; an unknown key or a value of the wrong type is an error naming the allowed fields.
+An explicit dict (no import-time registration). ``build_config`` fills the config from the job,
+with ONE source of defaults: the method config class. EditSettings fields whose names the config
+shares (``guidance_scale``, ``lambda_identity``, ``lora_rank``, ``lora_learning_rate``) are copied
+only when they are set (not None; None means "not given by the user"), so a default job runs every
+method at its own defaults (SDS and PDS at CFG 100, DDS and PIVA at 7.5; docs/methods.md lists
+them with their sources). Then ``method_params`` override any config field; an unknown key or a
+value of the wrong type is an error naming the allowed fields.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from backend.editing.ssd import SSD
 METHODS: dict[str, type[EditMethod]] = {"sds": SDS, "dds": DDS, "pds": PDS, "ssd": SSD, "piva": PIVA}
 """Name -> method class (the names of blender_piva.contract.METHODS)."""
 
-_FROM_SETTINGS = ("guidance_scale", "lambda_identity", "lora_rank", "lora_learning_rate")
-"""EditSettings fields copied into a method config that has a field of the same name."""
+SHARED_SETTINGS = ("guidance_scale", "lambda_identity", "lora_rank", "lora_learning_rate")
+"""EditSettings fields copied into a method config that has a field of the same name (when not None)."""
 
 
 class MethodConfigError(ValueError):
@@ -39,15 +42,17 @@ def method_class(name: str) -> type[EditMethod]:
 def build_config(name: str, settings: Any = None, params: dict[str, Any] | None = None) -> Any:
     """Config of method ``name`` from an EditSettings-like object and/or a params dict.
 
-    ``params`` defaults to ``settings.method_params``.
+    Precedence, lowest first: the config class's defaults; the shared settings fields that are
+    present and not None; ``params``, which defaults to ``settings.method_params``.
     """
     cls = method_class(name).config_class
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     if settings is not None:
-        for key in _FROM_SETTINGS:
-            if key in fields and hasattr(settings, key):
-                values[key] = getattr(settings, key)
+        for key in SHARED_SETTINGS:
+            value = getattr(settings, key, None)
+            if key in fields and value is not None:  # None = not given: the method's default stays
+                values[key] = value
         if params is None:
             params = dict(getattr(settings, "method_params", {}) or {})
     for key, value in (params or {}).items():

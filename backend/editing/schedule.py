@@ -9,6 +9,8 @@ into integer timesteps in [0, T - 1].
   ``max_step_percent: [5000, 0.98, 0.5, 5001]`` over 25000 steps is a drop at 0.2; PIVA appendix A
   uses "an annealed distilling time schedule similar to [ProlificDreamer]").
 * ``linear``   deterministic t decreasing linearly from ``t_max`` to ``t_min`` over the run (SSD).
+
+docs/methods.md, section "Timestep schedules", says which method uses which and why.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ with w(t) = 1 - a_t (threestudio's default). Only the target prompt is used; the
 One batched UNet call of 2 ([uncond, cond]).
 
 CFG follows the diffusers convention (e_u + s (e_c - e_u)); threestudio's "100" is s = 101 here.
+Defaults and their sources: docs/methods.md, section SDS.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from backend.editing.base import EditMethod, MethodInputs, add_noise, cfg, expand, per_sample, randn_like
-from backend.editing.schedule import ScheduleConfig, sample_timesteps
+from backend.editing.base import EditMethod, MethodInputs, add_noise, cfg, expand, per_sample, weight
+from backend.editing.schedule import ScheduleConfig
 
 
 @dataclass
@@ -29,15 +30,6 @@ class SDSConfig(ScheduleConfig):
     """w(t): ``sigma2`` = 1 - alpha_bar_t (threestudio) or ``one``."""
 
 
-def weight(kind: str, alphas_cumprod: Tensor, t: Tensor) -> Tensor:
-    """[B] w(t): ``sigma2`` = 1 - alpha_bar_t, ``one`` = 1."""
-    if kind == "sigma2":
-        return 1.0 - alphas_cumprod[t]
-    if kind == "one":
-        return torch.ones_like(alphas_cumprod[t])
-    raise ValueError(f"unknown weighting {kind!r}; allowed: sigma2, one")
-
-
 class SDS(EditMethod):
     name = "sds"
     config_class = SDSConfig
@@ -48,8 +40,7 @@ class SDS(EditMethod):
         B = x.shape[0]
         ac = self.model.alphas_cumprod
         # 1. timestep and noise, x_t by the forward process
-        t = sample_timesteps(c, inputs.step, inputs.total_steps, ac.shape[0], B, generator=inputs.generator, device=x.device)
-        eps = randn_like(x, inputs.generator)
+        t, eps = self.timestep_and_noise(inputs, x)
         x_t = add_noise(x, eps, t, ac)
         # 2. one UNet call: [uncond, cond]
         with torch.no_grad():

@@ -8,7 +8,8 @@
 with x_t, x_hat_t sharing eps and t, w_id(t) = id_scale * exp(t / T), and t decreasing linearly
 0.98 -> 0.02 over the run (reference 3DGS code: w_p = 7.5 * 0.5, w_t = 2.0 * 0.5, w_e = 5.5,
 id_scale = 0.075). The ID weight grows with t, so it shrinks over the run as t decreases.
-One UNet call of 4 ([src, tgt, null] at x_t, null at x_hat_t).
+One UNet call of 4 ([src, tgt, null] at x_t, null at x_hat_t). Defaults, their sources and the
+reading of the paper's "decreasing" w(t): docs/methods.md, section SSD.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from backend.editing.base import EditMethod, MethodInputs, add_noise, expand, per_sample, randn_like
-from backend.editing.schedule import ScheduleConfig, sample_timesteps
+from backend.editing.base import EditMethod, MethodInputs, add_noise, expand, per_sample
+from backend.editing.schedule import ScheduleConfig
 
 
 @dataclass
@@ -50,8 +51,7 @@ class SSD(EditMethod):
         ac = self.model.alphas_cumprod
         T = ac.shape[0]
         # 1. shared t and eps
-        t = sample_timesteps(c, inputs.step, inputs.total_steps, T, B, generator=inputs.generator, device=x.device)
-        eps = randn_like(x, inputs.generator)
+        t, eps = self.timestep_and_noise(inputs, x)
         x_t, xs_t = add_noise(x, eps, t, ac), add_noise(x_hat, eps, t, ac)
         null, src, tgt = (expand(v, B) for v in (inputs.cond_null, inputs.cond_src, inputs.cond_tgt))
         # 2. one UNet call of 4

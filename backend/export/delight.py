@@ -1,7 +1,7 @@
 """Undo the capture's lighting in baked colours, so that a diffuse material lit again matches the capture.
 
 The capture renders the object under a known rig (``transforms.json``'s ``"light_rig"``, see
-``blender_piva/capture_io.py``): a uniform world of radiance ``W`` plus a sun of irradiance ``S``
+``blender_piva/contract/capture.py``): a uniform world of radiance ``W`` plus a sun of irradiance ``S``
 from direction ``s``. The field learns the lit colour, which for a Lambertian surface of albedo
 ``a`` with normal ``n`` is (linear units, rendering equation with a constant BRDF a / pi)
 
@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from blender_piva.capture_io import LightRig
+from blender_piva.contract.capture import LightRig
 
 _DISC_RINGS = 4
 """Rings of the sun-disc quadrature (plus its centre); 4 rings x 12 directions is < 1e-3 off."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,37 @@ from backend.export.obj import write_obj
 from backend.export.uv_bake import BakeSettings, bake_texture, unwrap
 from backend.progress import JobCancelled, StageReporter
 from blender_piva import contract
-from blender_piva.capture_io import LightRig
+from blender_piva.contract.capture import LightRig
 
 FILES = {"mesh": "mesh.glb", "texture": "texture.png", "obj": "mesh.obj", "mtl": "mesh.mtl"}
 """Manifest role -> file name of everything the export writes."""
 
 _STEPS = ("extract", "cleanup", "decimate", "unwrap", "bake", "write")
+
+
+@dataclass
+class StepTimer:
+    """Seconds and face counts of the export's steps; reports each step and stops on a cancel."""
+
+    reporter: StageReporter
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Step name -> seconds it took."""
+    faces: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Step name -> faces of the mesh it produced (steps that make no mesh have none)."""
+    clock: float = dataclasses.field(default_factory=time.perf_counter)
+    """When the running step started."""
+
+    def done(self, step: str, count: int | None = None) -> None:
+        """Record ``step`` as finished; raise JobCancelled if a cancel came and steps remain."""
+        now = time.perf_counter()
+        self.timings[step] = now - self.clock
+        self.clock = now
+        if count is not None:
+            self.faces[step] = int(count)
+        index = _STEPS.index(step) + 1
+        self.reporter.progress(index, len(_STEPS), {"faces": float(count)} if count is not None else None)
+        if index < len(_STEPS) and self.reporter.should_stop():
+            raise JobCancelled("export", index)
 
 
 def export_field(
@@ -57,73 +83,44 @@ def export_field(
     Raises ``extract.EmptyFieldError`` when the field has no surface.
     """
     settings.validate()
-    matrix = np.asarray(local_from_normalized, dtype=np.float64)
-    if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
-        raise ValueError(
-            "local_from_normalized must be a finite, invertible 4x4 matrix (the inverse of transforms.json's "
-            f"'normalization'), got {matrix.tolist()}"
-        )
+    matrix = _checked_matrix(local_from_normalized)
     bake = bake or BakeSettings()
-    extract = extract or ExtractSettings()
-    extract = dataclasses.replace(extract, grid_resolution=settings.grid_resolution)
-    if settings.iso_density > 0.0:
-        extract = dataclasses.replace(extract, iso_density=settings.iso_density)
-    out_dir = Path(out_dir)
-    timings: dict[str, float] = {}
-    faces: dict[str, int] = {}
+    extract = _extract_settings(settings, extract or ExtractSettings())
     reporter.begin(len(_STEPS), "exporting a textured mesh")
-    clock = time.perf_counter()
-
-    def done(step: str, count: int | None = None) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[step] = now - clock
-        clock = now
-        if count is not None:
-            faces[step] = int(count)
-        index = _STEPS.index(step) + 1
-        reporter.progress(index, len(_STEPS), {"faces": float(count)} if count is not None else None)
-        if index < len(_STEPS) and reporter.should_stop():
-            raise JobCancelled("export", index)
+    timer = StepTimer(reporter)
 
     # 1. Marching cubes in the normalised frame, where the field lives.
     mesh = extract_mesh(field, extract, device=device)
-    done("extract", len(mesh.faces))
+    timer.done("extract", len(mesh.faces))
     # 2. Weld and drop floaters.
     vertices, tris, counts = clean_mesh(mesh.vertices, mesh.faces, settings.min_component_fraction)
-    done("cleanup", len(tris))
+    timer.done("cleanup", len(tris))
     # 3. Decimate before unwrapping (xatlas is superlinear in faces).
     vertices, tris = decimate(vertices, tris, settings.face_budget)
-    done("decimate", len(tris))
+    timer.done("decimate", len(tris))
     # 4. UV atlas.
     uv_mesh = unwrap(vertices, tris, settings.texture_size, bake.atlas_padding_px)
-    done("unwrap", len(uv_mesh.faces))
+    timer.done("unwrap", len(uv_mesh.faces))
     # 5. Bake the field's colour (queried in the normalised frame).
     image, coverage = bake_texture(
         field, uv_mesh, settings.texture_size, mesh.cell_size, bake, device=device, light_rig=light_rig
     )
-    done("bake")
+    timer.done("bake")
     # 6. Map to the object's local frame and write the files.
     positions, normals, local_faces = to_local_frame(uv_mesh.vertices, uv_mesh.normals, uv_mesh.faces, matrix)
     png = encode_png(image)
     textured = TexturedMesh(positions=positions, normals=normals, uvs=uv_mesh.uvs, faces=local_faces, texture_png=png)
-    contract.write_bytes_atomic(out_dir / FILES["texture"], png)
-    contract.write_bytes_atomic(out_dir / FILES["mesh"], write_glb(textured))
-    files = {"mesh": FILES["mesh"], "texture": FILES["texture"]}
-    if write_obj_files:
-        obj_bytes, mtl_bytes = write_obj(textured, FILES["mtl"], FILES["texture"])
-        contract.write_bytes_atomic(out_dir / FILES["mtl"], mtl_bytes)
-        contract.write_bytes_atomic(out_dir / FILES["obj"], obj_bytes)
-        files.update(obj=FILES["obj"], mtl=FILES["mtl"])
-    done("write")
+    files = _write_files(textured, Path(out_dir), write_obj_files)
+    timer.done("write")
+
     reporter.log(
-        f"exported {len(local_faces)} faces ({faces['extract']} from marching cubes, "
-        f"{counts['components_dropped']} floaters dropped) in {sum(timings.values()):.1f} s"
+        f"exported {len(local_faces)} faces ({timer.faces['extract']} from marching cubes, "
+        f"{counts['components_dropped']} floaters dropped) in {sum(timer.timings.values()):.1f} s"
     )
     return {
         "files": files,
-        "timings_s": timings,
-        "faces": faces,
+        "timings_s": timer.timings,
+        "faces": timer.faces,
         "vertices": int(len(positions)),
         "iso_density": mesh.iso_density,
         "cell_size": mesh.cell_size,
@@ -131,6 +128,37 @@ def export_field(
         "components_dropped": counts["components_dropped"],
         "delit": bool(light_rig is not None and bake.delight),
     }
+
+
+def _checked_matrix(local_from_normalized: np.ndarray) -> np.ndarray:  # [4, 4] float64
+    matrix = np.asarray(local_from_normalized, dtype=np.float64)
+    if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix[:3, :3])) < 1e-12:
+        raise ValueError(
+            "local_from_normalized must be a finite, invertible 4x4 matrix (the inverse of transforms.json's "
+            f"'normalization'), got {matrix.tolist()}"
+        )
+    return matrix
+
+
+def _extract_settings(settings: contract.ExportSettings, extract: ExtractSettings) -> ExtractSettings:
+    """The job's grid resolution and, when it sets one (> 0), its iso-density override ``extract``'s."""
+    extract = dataclasses.replace(extract, grid_resolution=settings.grid_resolution)
+    if settings.iso_density > 0.0:
+        extract = dataclasses.replace(extract, iso_density=settings.iso_density)
+    return extract
+
+
+def _write_files(textured: TexturedMesh, out_dir: Path, write_obj_files: bool) -> dict[str, str]:
+    """Write the texture, the GLB and (optionally) OBJ + MTL atomically; return role -> file name."""
+    contract.write_bytes_atomic(out_dir / FILES["texture"], textured.texture_png)
+    contract.write_bytes_atomic(out_dir / FILES["mesh"], write_glb(textured))
+    files = {"mesh": FILES["mesh"], "texture": FILES["texture"]}
+    if write_obj_files:
+        obj_bytes, mtl_bytes = write_obj(textured, FILES["mtl"], FILES["texture"])
+        contract.write_bytes_atomic(out_dir / FILES["mtl"], mtl_bytes)
+        contract.write_bytes_atomic(out_dir / FILES["obj"], obj_bytes)
+        files.update(obj=FILES["obj"], mtl=FILES["mtl"])
+    return files
 
 
 def to_local_frame(

@@ -25,7 +25,7 @@ from scipy.ndimage import distance_transform_edt
 
 from backend.export.delight import delight_colors
 from backend.export.field_like import FieldLike
-from blender_piva.capture_io import LightRig
+from blender_piva.contract.capture import LightRig
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from backend.data.capture_dataset import CaptureDataset, CaptureViews
 from backend.field.ngp_field import NGPField, NGPFieldConfig, save_field
@@ -59,12 +60,70 @@ class TrainerConfig:
     """Longest side of preview renders, pixels (smaller previews cost less on the CPU)."""
 
 
+def psnr_db(mse: float) -> float:
+    """Peak signal-to-noise ratio of colours in [0, 1]; a perfect match counts as 100 dB, not infinity."""
+    return -10.0 * math.log10(max(mse, 1e-10))
+
+
 def lr_factor(step: int, total: int, warmup: int, final_fraction: float) -> float:
     """Linear warm-up, then exponential decay to ``final_fraction`` at ``total``."""
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(total - warmup, 1)
     return final_fraction**progress
+
+
+@dataclass
+class TrainingRays:
+    """Every training pixel as a ray with its targets, flattened, on the fit's device."""
+
+    origins: Tensor
+    """[P, 3] ray origins."""
+    directions: Tensor
+    """[P, 3] ray directions (camera-space z = -1, so t is planar depth)."""
+    rgb: Tensor
+    """[P, 3] captured colour on the white background."""
+    alpha: Tensor
+    """[P] captured opacity."""
+    depth: Tensor
+    """[P] captured planar depth (0 = none)."""
+    foreground: Tensor
+    """[F] long: indices of the pixels the object covers (alpha > 0.5)."""
+    box_size: float
+    """Longest side of the aabb: depth errors are measured relative to it."""
+
+    @classmethod
+    def from_capture(cls, dataset: CaptureDataset, device: torch.device) -> "TrainingRays":
+        views = dataset.train
+        rays_o, rays_d = views.all_rays()
+        alpha = views.alpha.reshape(-1).to(device)
+        return cls(
+            origins=rays_o.reshape(-1, 3).to(device),
+            directions=rays_d.reshape(-1, 3).to(device),
+            rgb=views.rgb.reshape(-1, 3).to(device),
+            alpha=alpha,
+            depth=views.depth.reshape(-1).to(device),
+            foreground=torch.nonzero(alpha > 0.5).squeeze(1),
+            box_size=float((dataset.aabb[1] - dataset.aabb[0]).max()),
+        )
+
+
+@dataclass
+class FitState:
+    """What the optimisation changes step by step: exactly what a checkpoint saves and restores."""
+
+    field: NGPField
+    sampler: Sampler
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    generator: torch.Generator
+    """Source of every random draw of the fit (batches, stratification, grid updates)."""
+    scaler: torch.amp.GradScaler
+    """fp16 loss scaling; disabled unless ``autocast``."""
+    autocast: bool
+    """fp16 autocast of the forward pass (CUDA with ``TrainerConfig.mixed_precision`` only)."""
+    step: int = 0
+    """Steps done so far."""
 
 
 def fit_field(
@@ -93,7 +152,43 @@ def fit_field(
     field_config = dataclasses.replace(field_config, aabb=dataset.aabb.tolist())
     fingerprint = _fingerprint(settings, config, field_config, seed, dataset)
 
-    # 1. Model, sampler, optimiser; deterministic initialisation without touching the global RNG.
+    state = _setup(field_config, settings, config, device, seed)
+    rays = TrainingRays.from_capture(dataset, device)
+    if ckpt_path.is_file():
+        _load_checkpoint(ckpt_path, fingerprint, state, device)
+        reporter.log(f"resuming the fit from step {state.step} ({ckpt_path})")
+
+    reporter.begin(settings.steps, f"fitting the field: {settings.steps} steps of {settings.rays_per_batch} rays")
+    t0 = time.perf_counter()
+    losses: dict[str, float] = {}
+    while state.step < settings.steps:
+        if reporter.should_stop():
+            _save_checkpoint(ckpt_path, fingerprint, state)
+            raise JobCancelled(reporter.stage, state.step)
+        losses = _step(state, rays, settings, config)
+        done = state.step
+        reporter.progress(done, settings.steps, losses)
+        if done % settings.checkpoint_every == 0 or done == settings.steps:
+            _save_checkpoint(ckpt_path, fingerprint, state)
+        if reporter.preview_dir is not None and (done % settings.preview_every == 0 or done == settings.steps):
+            reporter.preview(done, _preview(state.field, state.sampler, dataset, config.preview_size))
+    fit_seconds = time.perf_counter() - t0
+
+    # Save the field and measure it on the held-out views.
+    field = state.field.eval()
+    save_field(out_dir / FIELD_DIR, field)
+    heldout = dataset.eval if dataset.eval is not None else dataset.train
+    metrics = evaluate(field, heldout, rays.box_size, state.sampler, config.eval_views)
+    metrics["fit_seconds"] = fit_seconds
+    metrics["final_loss"] = losses.get("loss", float("nan"))
+    reporter.log(f"held-out PSNR {metrics['heldout_psnr_db']:.2f} dB, depth error {metrics['depth_error_rel']:.4f}")
+    return metrics
+
+
+def _setup(
+    field_config: NGPFieldConfig, settings: contract.ReconstructSettings, config: TrainerConfig, device: torch.device, seed: int
+) -> FitState:
+    """Model, sampler, optimiser at step 0; deterministic initialisation without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         field = NGPField(field_config).to(device)
@@ -106,82 +201,56 @@ def fit_field(
     generator.manual_seed(seed)
     use_amp = device.type == "cuda" and config.mixed_precision
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    return FitState(field, sampler, optimizer, scheduler, generator, scaler, autocast=use_amp)
 
-    # 2. Training rays: all pixels flattened, foreground ones indexed separately.
-    views = dataset.train
-    rays_o, rays_d = views.all_rays()
-    rays_o, rays_d = rays_o.reshape(-1, 3).to(device), rays_d.reshape(-1, 3).to(device)
-    rgb_gt = views.rgb.reshape(-1, 3).to(device)
-    alpha_gt = views.alpha.reshape(-1).to(device)
-    depth_gt = views.depth.reshape(-1).to(device)
-    fg_index = torch.nonzero(alpha_gt > 0.5).squeeze(1)
-    box_size = float((dataset.aabb[1] - dataset.aabb[0]).max())
 
-    start = 0
-    if ckpt_path.is_file():
-        start = _load_checkpoint(ckpt_path, fingerprint, field, optimizer, scheduler, sampler, generator, scaler, device)
-        reporter.log(f"resuming the fit from step {start} ({ckpt_path})")
-
-    def save(step: int) -> None:
-        _save_checkpoint(ckpt_path, step, fingerprint, field, optimizer, scheduler, sampler, generator, scaler)
-
-    reporter.begin(settings.steps, f"fitting the field: {settings.steps} steps of {settings.rays_per_batch} rays")
-    t0 = time.perf_counter()
-    losses: dict[str, float] = {}
-    n_fg = min(int(round(settings.rays_per_batch * config.foreground_fraction)), fg_index.numel())
-    for step in range(start, settings.steps):
-        if reporter.should_stop():
-            save(step)
-            raise JobCancelled(reporter.stage, step)
-        field.train()
-        sampler.update(step, field.density, generator)
-        # 3. Random batch: n_fg rays on the object, the rest uniform over all pixels.
-        pick_fg = fg_index[torch.randint(0, max(fg_index.numel(), 1), (n_fg,), device=device, generator=generator)]
-        pick_all = torch.randint(0, rgb_gt.shape[0], (settings.rays_per_batch - n_fg,), device=device, generator=generator)
-        idx = torch.cat([pick_fg, pick_all])
-        o, d = rays_o[idx], rays_d[idx]
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-            samples = sampler.sample(o, d, sigma_fn=field.density, stratified=True, generator=generator)
-            out = render_rays(field, o, d, samples, background=1.0)
-        # 4. Loss terms (float32).
-        rgb_loss = torch.mean((out["rgb"].float() - rgb_gt[idx]) ** 2)
-        has_depth = (depth_gt[idx] > 0) & (alpha_gt[idx] > 0.5)
-        depth_loss = (
-            (out["depth"].float()[has_depth] - depth_gt[idx][has_depth]).abs().mean() / box_size
-            if bool(has_depth.any())
-            else rgb_loss.new_zeros(())
-        )
-        mask_loss = torch.mean((out["opacity"].float() - alpha_gt[idx]) ** 2)
-        loss = rgb_loss + settings.depth_weight * depth_loss + settings.mask_weight * mask_loss
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        done = step + 1
-        losses = {
-            "loss": loss.item(),
-            "rgb": rgb_loss.item(),
-            "psnr": -10.0 * math.log10(max(rgb_loss.item(), 1e-10)),
-            "depth": depth_loss.item(),
-            "mask": mask_loss.item(),
-            "samples_per_ray": samples.t_starts.numel() / settings.rays_per_batch,
-        }
-        reporter.progress(done, settings.steps, losses)
-        if done % settings.checkpoint_every == 0 or done == settings.steps:
-            save(done)
-        if reporter.preview_dir is not None and (done % settings.preview_every == 0 or done == settings.steps):
-            reporter.preview(done, _preview(field, sampler, dataset, config.preview_size))
-    fit_seconds = time.perf_counter() - t0
-
-    # 5. Save the field and measure it on the held-out views.
-    field.eval()
-    save_field(out_dir / FIELD_DIR, field)
-    metrics = evaluate(field, dataset.eval if dataset.eval is not None else dataset.train, box_size, sampler, config.eval_views)
-    metrics["fit_seconds"] = fit_seconds
-    metrics["final_loss"] = losses.get("loss", float("nan"))
-    reporter.log(f"held-out PSNR {metrics['heldout_psnr_db']:.2f} dB, depth error {metrics['depth_error_rel']:.4f}")
-    return metrics
+def _step(
+    state: FitState, rays: TrainingRays, settings: contract.ReconstructSettings, config: TrainerConfig
+) -> dict[str, float]:
+    """One optimisation step on a fresh random batch; advances ``state.step`` and returns the losses."""
+    field, sampler, generator = state.field, state.sampler, state.generator
+    device = rays.origins.device
+    field.train()
+    sampler.update(state.step, field.density, generator)
+    # Random batch: n_fg rays on the object, the rest uniform over all pixels.
+    n_fg = min(int(round(settings.rays_per_batch * config.foreground_fraction)), rays.foreground.numel())
+    pick_fg = rays.foreground[
+        torch.randint(0, max(rays.foreground.numel(), 1), (n_fg,), device=device, generator=generator)
+    ]
+    pick_all = torch.randint(
+        0, rays.rgb.shape[0], (settings.rays_per_batch - n_fg,), device=device, generator=generator
+    )
+    idx = torch.cat([pick_fg, pick_all])
+    o, d = rays.origins[idx], rays.directions[idx]
+    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=state.autocast):
+        samples = sampler.sample(o, d, sigma_fn=field.density, stratified=True, generator=generator)
+        out = render_rays(field, o, d, samples, background=1.0)
+    # Loss terms (float32).
+    rgb_gt, alpha_gt, depth_gt = rays.rgb[idx], rays.alpha[idx], rays.depth[idx]
+    rgb_loss = torch.mean((out["rgb"].float() - rgb_gt) ** 2)
+    has_depth = (depth_gt > 0) & (alpha_gt > 0.5)
+    depth_loss = (
+        (out["depth"].float()[has_depth] - depth_gt[has_depth]).abs().mean() / rays.box_size
+        if bool(has_depth.any())
+        else rgb_loss.new_zeros(())
+    )
+    mask_loss = torch.mean((out["opacity"].float() - alpha_gt) ** 2)
+    loss = rgb_loss + settings.depth_weight * depth_loss + settings.mask_weight * mask_loss
+    # Adam through the fp16 loss scaler, then the learning-rate schedule.
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.scheduler.step()
+    state.step += 1
+    return {
+        "loss": loss.item(),
+        "rgb": rgb_loss.item(),
+        "psnr": psnr_db(rgb_loss.item()),
+        "depth": depth_loss.item(),
+        "mask": mask_loss.item(),
+        "samples_per_ray": samples.t_starts.numel() / settings.rays_per_batch,
+    }
 
 
 @torch.no_grad()
@@ -192,7 +261,7 @@ def evaluate(field: NGPField, views: CaptureViews, box_size: float, sampler: Sam
     for i in range(min(len(views), max_views)):
         out = render_image(field, views.c2w[i].to(device), views.intrinsics[i], sampler=sampler)
         mse = float(torch.mean((out["rgb"].cpu() - views.rgb[i]) ** 2))
-        psnrs.append(-10.0 * math.log10(max(mse, 1e-10)))
+        psnrs.append(psnr_db(mse))
         fg = (views.alpha[i] > 0.5) & (views.depth[i] > 0)
         depth_err_sum += float((out["depth"].cpu()[fg] - views.depth[i][fg]).abs().sum())
         depth_count += int(fg.sum())
@@ -227,43 +296,45 @@ def _fingerprint(settings, config: TrainerConfig, field_config: NGPFieldConfig, 
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _save_checkpoint(path: Path, step: int, fingerprint: str, field, optimizer, scheduler, sampler, generator, scaler) -> None:
-    state = {
-        "step": step,
+def _save_checkpoint(path: Path, fingerprint: str, state: FitState) -> None:
+    """Write ``state`` to ``path`` atomically (a killed write leaves the previous checkpoint)."""
+    payload = {
+        "step": state.step,
         "fingerprint": fingerprint,
-        "field": field.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "sampler": sampler.state_dict(),
-        "generator": generator.get_state(),
-        "scaler": scaler.state_dict(),
+        "field": state.field.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "sampler": state.sampler.state_dict(),
+        "generator": state.generator.get_state(),
+        "scaler": state.scaler.state_dict(),
         # nerfacc's CUDA sampler draws from the global CUDA RNG.
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as fh:
-        torch.save(state, fh)
+        torch.save(payload, fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
-def _load_checkpoint(path: Path, fingerprint: str, field, optimizer, scheduler, sampler, generator, scaler, device) -> int:
+def _load_checkpoint(path: Path, fingerprint: str, state: FitState, device: torch.device) -> None:
+    """Restore ``state`` (step included) from ``path``; refuse a checkpoint of another fit."""
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        payload = torch.load(path, map_location=device, weights_only=False)
     except (RuntimeError, EOFError, OSError) as exc:
         raise RuntimeError(f"{path} is unreadable ({exc}); delete it to restart the fit from scratch") from None
-    if state.get("fingerprint") != fingerprint:
+    if payload.get("fingerprint") != fingerprint:
         raise RuntimeError(
             f"{path} belongs to a fit with other settings, seed or capture; delete {path.parent} to start over"
         )
-    field.load_state_dict(state["field"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    sampler.load_state_dict(state["sampler"])
-    generator.set_state(state["generator"].cpu())  # generator states are CPU byte tensors
-    scaler.load_state_dict(state["scaler"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-    return int(state["step"])
+    state.field.load_state_dict(payload["field"])
+    state.optimizer.load_state_dict(payload["optimizer"])
+    state.scheduler.load_state_dict(payload["scheduler"])
+    state.sampler.load_state_dict(payload["sampler"])
+    state.generator.set_state(payload["generator"].cpu())  # generator states are CPU byte tensors
+    state.scaler.load_state_dict(payload["scaler"])
+    if payload["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda_rng"]])
+    state.step = int(payload["step"])

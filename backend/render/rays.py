@@ -7,6 +7,9 @@ u = i + 0.5, v = j + 0.5 and the camera-space direction ((u - cx) / fl_x, -(v - 
 Directions are **not** normalised: their camera-space z component is -1, so a ray parameter t is
 exactly the planar depth (distance along the camera axis). The renderer relies on this: its depth
 output is planar, like the capture's depth maps.
+
+Samples along rays (what the samplers produce and the volume renderer consumes) are
+:class:`RaySamples`: intervals of the ray parameter t, packed and sorted by ray.
 """
 
 from __future__ import annotations
@@ -69,3 +72,17 @@ def ray_aabb_intersect(rays_o: Tensor, rays_d: Tensor, aabb: Tensor) -> tuple[Te
     t_far = torch.maximum(t0, t1).amin(dim=-1)
     hit = t_far > t_near
     return t_near, t_far, hit
+
+
+@dataclass
+class RaySamples:
+    """Packed samples: interval [t_starts, t_ends] of ray ray_indices, sorted by ray."""
+
+    t_starts: Tensor
+    """[M] interval starts."""
+    t_ends: Tensor
+    """[M] interval ends."""
+    ray_indices: Tensor
+    """[M] long, non-decreasing: which ray each sample belongs to."""
+    n_rays: int
+    """Number of rays N (rays without samples have no entry)."""

@@ -7,7 +7,7 @@
   minus those behind an opaque surface or too transparent when a ``sigma_fn`` is given
   (nerfacc's ``early_stop_eps`` and ``alpha_thre``, computed with one no-grad density pass).
 
-Both return :class:`RaySamples`, packed (sorted by ray), with t in the units of the ray direction
+Both return :class:`~backend.render.rays.RaySamples`, packed (sorted by ray), with t in the units of the ray direction
 (the planar depth for rays from rays.py). Both are ``nn.Module``s: the occupancy grid is part of
 ``state_dict()``, so a checkpoint resumes with the same grid. Randomness comes from the
 ``generator`` passed to ``sample``/``update`` on the twin (so a resumed fit replays it), from the
@@ -16,29 +16,15 @@ global CUDA RNG in nerfacc.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
-from backend.render.rays import ray_aabb_intersect
+from backend.render.rays import RaySamples, ray_aabb_intersect
+from backend.render.weights import render_weight_from_density_torch
 
 SigmaFn = Callable[[Tensor], Tensor]  # points [M, 3] -> density [M]
-
-
-@dataclass
-class RaySamples:
-    """Packed samples: interval [t_starts, t_ends] of ray ray_indices, sorted by ray."""
-
-    t_starts: Tensor
-    """[M] interval starts."""
-    t_ends: Tensor
-    """[M] interval ends."""
-    ray_indices: Tensor
-    """[M] long, non-decreasing: which ray each sample belongs to."""
-    n_rays: int
-    """Number of rays N (rays without samples have no entry)."""
 
 
 class Sampler(nn.Module):
@@ -133,8 +119,6 @@ class StratifiedSampler(Sampler):
     @torch.no_grad()
     def _prune(self, samples: RaySamples, rays_o: Tensor, rays_d: Tensor, sigma_fn: SigmaFn) -> RaySamples:
         """Drop samples that cannot contribute: transmittance below eps or alpha below threshold."""
-        from backend.render.volume import render_weight_from_density_torch
-
         t_mid = 0.5 * (samples.t_starts + samples.t_ends)
         ri = samples.ray_indices
         sigmas = sigma_fn(rays_o[ri] + rays_d[ri] * t_mid[:, None])

@@ -3,10 +3,8 @@
     w_i = T_i (1 - exp(-sigma_i delta_i)),   T_i = exp(-sum_{j<i} sigma_j delta_j)
     C = sum_i w_i c_i + (1 - sum_i w_i) * background
 
-nerfacc's packed scans (``render_weight_from_density`` with ``ray_indices``) are CUDA kernels: on the
-CPU nerfacc raises NotImplementedError in ``pack_info``. So the weights come from nerfacc on CUDA and
-from :func:`render_weight_from_density_torch`, its pure-PyTorch twin, elsewhere; the accumulation
-(``nerfacc.accumulate_along_rays``, an ``index_add``) runs on both.
+The weights come from weights.py (nerfacc on CUDA, its pure-PyTorch twin elsewhere); the
+accumulation (``nerfacc.accumulate_along_rays``, an ``index_add``) runs on both.
 
 Depth is **planar**: the samplers' ray parameter t is the distance along the camera axis (ray
 directions have camera-space z = -1, see rays.py), and the returned depth is the opacity-normalised
@@ -22,47 +20,9 @@ import nerfacc
 import torch
 from torch import Tensor
 
-from backend.render.rays import Intrinsics, generate_rays
-from backend.render.samplers import RaySamples, Sampler, StratifiedSampler
-
-
-def render_weight_from_density_torch(
-    t_starts: Tensor,  # [M]
-    t_ends: Tensor,  # [M]
-    sigmas: Tensor,  # [M]
-    ray_indices: Tensor,  # [M] long, non-decreasing
-    n_rays: int,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Pure-PyTorch twin of ``nerfacc.render_weight_from_density`` on packed samples.
-
-    Returns (weights [M], transmittance [M], alphas [M]). The per-ray exclusive sum is one global
-    cumulative sum minus its value at each ray's first sample, taken in float64 so that the
-    subtraction does not cancel the digits of short rays that follow long ones.
-    """
-    sdt = sigmas * (t_ends - t_starts)  # [M]
-    alphas = 1.0 - torch.exp(-sdt)
-    if sdt.numel() == 0:
-        return sdt, sdt, alphas
-    inclusive = torch.cumsum(sdt.double(), dim=0)
-    exclusive = inclusive - sdt.double()
-    counts = torch.bincount(ray_indices, minlength=n_rays)
-    first = torch.cumsum(counts, 0) - counts  # [n_rays] index of each ray's first sample
-    per_ray = exclusive[first.clamp(max=sdt.numel() - 1)]  # [n_rays]
-    trans = torch.exp(-(exclusive - per_ray[ray_indices])).to(sdt.dtype)
-    return trans * alphas, trans, alphas
-
-
-def render_weights(samples: RaySamples, sigmas: Tensor) -> Tensor:  # -> [M]
-    """Rendering weights of packed samples: nerfacc on CUDA, the torch twin elsewhere."""
-    if sigmas.is_cuda:
-        weights, _, _ = nerfacc.render_weight_from_density(
-            samples.t_starts, samples.t_ends, sigmas, ray_indices=samples.ray_indices, n_rays=samples.n_rays
-        )
-        return weights
-    weights, _, _ = render_weight_from_density_torch(
-        samples.t_starts, samples.t_ends, sigmas, samples.ray_indices, samples.n_rays
-    )
-    return weights
+from backend.render.rays import Intrinsics, RaySamples, generate_rays
+from backend.render.samplers import Sampler, StratifiedSampler
+from backend.render.weights import render_weights
 
 
 def render_rays(

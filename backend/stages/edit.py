@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from blender_piva import contract
 
-from ..runner import JobContext, StageError
+from ..diffusion.hub import DEFAULT_CONTROLNETS
+from .context import JobContext, StageError
+
+if TYPE_CHECKING:
+    import torch
 
 TOY_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "toy"
 """The embedded default model shipped with the project (``model: "toy"``)."""
-
-
-DEFAULT_CONTROLNETS = {
-    "stabilityai/stable-diffusion-2-1-base": "thibaud/controlnet-sd21-depth-diffusers",
-}
-"""Depth ControlNet used with a hub model when the job names none (PIVA appendix D.1)."""
 
 
 def resolve_controlnet(model: str, controlnet: str) -> str:
@@ -44,6 +41,8 @@ def resolve_model(name: str) -> str:
 
 
 def model_dtype(precision: str, device: torch.device) -> torch.dtype:
+    import torch  # local: the runner imports every stage, and a job that fails validation needs no torch
+
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]

@@ -7,9 +7,9 @@ import json
 import numpy as np
 
 from blender_piva import contract
-from blender_piva.capture_io import LightRig
+from blender_piva.contract.capture import LightRig
 
-from ..runner import JobContext, StageError
+from .context import JobContext, StageError
 
 
 def run(ctx: JobContext) -> dict:

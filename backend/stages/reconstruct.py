@@ -1,6 +1,6 @@
 """The reconstruct stage: fit the neural field to the capture (shared by jobs on one object).
 
-The field's folder may be a cache entry shared by several jobs (``blender_piva/cache.py``): the
+The field's folder may be a cache entry shared by several jobs (``blender_piva/core/cache.py``): the
 fit holds a lock on it, so a second job waits and then reuses the finished field.
 """
 
@@ -10,7 +10,7 @@ import json
 
 from blender_piva import contract
 
-from ..runner import JobContext, StageError
+from .context import JobContext, StageError
 from ..shared_lock import folder_lock
 
 

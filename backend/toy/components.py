@@ -1,6 +1,6 @@
 """Components of the embedded toy model, in the diffusers layout of Stable Diffusion.
 
-The toy model is a text-to-image diffusion model of the toy world (blender_piva/toy_world.py):
+The toy model is a text-to-image diffusion model of the toy world (toy_world/):
 32x32 RGB renders of primitives in flat colours, prompts "a COLOR SHAPE". It works in **pixel
 space**: there is no ``vae/`` folder, the UNet denoises the image itself in [-1, 1] (what
 ``DiffusionModel.encode_images`` does without a VAE). Everything else is what SD 2.1 has:

@@ -13,7 +13,7 @@ from backend.export.delight import (
     srgb_to_linear,
     sun_disc_directions,
 )
-from blender_piva.capture_io import LightRig
+from blender_piva.contract.capture import LightRig
 
 RIG = LightRig(world_strength=0.8, world_color=(1.0, 1.0, 1.0), sun_direction=(0.0, 0.0, 1.0),
                sun_strength=0.2 * math.pi, sun_angle_deg=30.0)

@@ -90,7 +90,7 @@ def test_light_rig_delights_the_texture_and_can_be_turned_off(tmp_path: Path):
     from PIL import Image
 
     from backend.export.uv_bake import BakeSettings
-    from blender_piva.capture_io import LightRig
+    from blender_piva.contract.capture import LightRig
 
     rig = LightRig(world_strength=0.8, world_color=(1.0, 1.0, 1.0), sun_direction=(0.0, 0.0, 1.0),
                    sun_strength=0.2 * math.pi, sun_angle_deg=30.0)

@@ -1,0 +1,63 @@
+"""What the runner hands every stage: the job, where events go, the device, and how to stop.
+
+A job stops when the user asks for it: ``cancel.json`` appears in the job folder (the extension's
+Cancel button) or the process receives SIGTERM (:func:`stop_on_sigterm`). Stages do not poll either
+themselves: :meth:`JobContext.reporter` wires both into the :class:`~backend.progress.StageReporter`
+they pass down, and the stage's loop raises :class:`~backend.progress.JobCancelled` after
+checkpointing.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from blender_piva import contract
+
+from ..progress import StageReporter
+
+
+class StageError(RuntimeError):
+    """A stage failed for a reason the user can act on: ``hint`` says how."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+_SIGTERM_RECEIVED = [False]
+"""Set by the SIGTERM handler; a list so the handler mutates it instead of rebinding a global."""
+
+
+def _on_sigterm(signum, frame) -> None:  # pragma: no cover - exercised through a subprocess
+    _SIGTERM_RECEIVED[0] = True
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into a cancel request: the running stage checkpoints and stops, then the job exits."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def cancel_requested(job_dir: Path) -> bool:
+    """True once the user asked the job in ``job_dir`` to stop (cancel file or SIGTERM)."""
+    return contract.cancel_requested(job_dir) or _SIGTERM_RECEIVED[0]
+
+
+@dataclass
+class JobContext:
+    """What a stage needs: the spec, the event writer, the device, and how to report."""
+
+    spec: contract.JobSpec
+    events: contract.EventWriter
+    device: object  # torch.device; typed loosely so importing this module needs no torch
+
+    def reporter(self, stage: str) -> StageReporter:
+        job_dir = self.spec.job_dir
+        return StageReporter(
+            stage=stage,
+            events=self.events,
+            preview_dir=job_dir / contract.PREVIEW_DIR,
+            cancel_check=lambda: cancel_requested(job_dir),
+            min_interval_s=0.2,
+        )

@@ -1,0 +1,354 @@
+"""Render the selected object from many cameras for the backend (Cycles, CPU, in-process).
+
+:func:`capture_object` writes the folder described in ``docs/capture_format.md``. It works on
+a **temporary scene** that holds only an evaluated copy of the object (modifiers and world
+transform applied, placed in the normalised frame), a camera and a light rig, so that
+
+* nothing else of the user's scene is rendered,
+* the user's scenes, render settings, objects, selection and active object are never touched,
+* every temporary datablock is removed in a ``finally``, whether the capture succeeds, fails or
+  is cancelled.
+
+All views render in this process, one ``bpy.ops.render.render`` call each, with persistent data
+so that Cycles builds its BVH once. Each call writes an uncompressed multilayer EXR (Combined +
+Depth) that is read back with numpy (``exr.py``): in background mode the Render Result holds no
+pixels, and a single EXR gives colour and depth of the same samples. The colour is converted to
+an 8-bit sRGB PNG exactly as Blender's "Standard" view transform would (``core/capture_pixels.py``).
+
+Output is atomic: views are written to a hidden ``.NAME.partial-PID`` folder beside ``out_dir``
+that replaces ``out_dir`` only when the capture is complete; failure or cancel removes it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import bpy
+import numpy as np
+
+from ..contract import TRANSFORMS_FILE, CaptureSettings, ContractError
+from ..contract import capture as capture_format
+from ..contract import cameras
+from ..core import camera_rig, capture_pixels, png16
+from ..core.exr import read_exr
+
+ProgressCallback = Callable[[int, int], None]
+"""``progress(views_done, views_total)``, called after every view."""
+
+_PREFIX = "PIVA_capture"
+
+# Light rig. A uniform white world lights every point of a convex diffuse surface with the same
+# irradiance, so the render shows the albedo itself: colours stay what the user painted, and the
+# shading is view-independent (what a radiance field can fit). A world alone looks flat, which
+# hides shape from the diffusion model that edits these renders, so a soft sun adds 25 % more
+# light from the front-right-above. A surface facing the sun renders at 1.0 x albedo (0.8 + 0.2),
+# one facing away at 0.8 x albedo: colours stay within 20 % of the albedo.
+_WORLD_STRENGTH = 0.8
+_SUN_IRRADIANCE = 0.2 * math.pi  # sun strength S gives radiance albedo * S / pi on a facing surface
+_SUN_ELEVATION_DEG = 50.0
+_SUN_AZIMUTH_DEG = 35.0
+_SUN_ANGLE_DEG = 30.0  # angular diameter: soft shadows
+_MAX_BOUNCES = 4  # enough for the white-world light in concavities; fewer bounces = faster views
+
+
+def light_rig() -> capture_format.LightRig:
+    """The rig above as recorded in transforms.json (the backend's bake divides it out)."""
+    sun = cameras.orbit_position(_SUN_ELEVATION_DEG, _SUN_AZIMUTH_DEG, 1.0)
+    return capture_format.LightRig(
+        world_strength=_WORLD_STRENGTH,
+        world_color=(1.0, 1.0, 1.0),
+        sun_direction=tuple(float(c) for c in sun / np.linalg.norm(sun)),
+        sun_strength=_SUN_IRRADIANCE,
+        sun_angle_deg=_SUN_ANGLE_DEG,
+    )
+
+
+class CaptureError(ValueError):
+    """The object or the output folder cannot be captured; the message says how to fix it."""
+
+
+class CaptureCancelled(Exception):
+    """``should_cancel()`` returned True; no output was left behind."""
+
+
+def check_capturable(obj: "bpy.types.Object | None", out_dir: str | os.PathLike | None = None) -> None:
+    """Raise :class:`CaptureError` if ``obj`` (and ``out_dir``, when given) cannot be captured."""
+    if obj is None:
+        raise CaptureError(
+            "No object is selected. Select the mesh you want to edit in the 3D Viewport, then try again."
+        )
+    if obj.type != "MESH":
+        raise CaptureError(
+            f"{obj.name!r} is a {obj.type.lower()} object, not a mesh. Convert it first "
+            "(Object > Convert > Mesh) or select a mesh object."
+        )
+    evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    if len(evaluated.data.polygons) == 0:
+        raise CaptureError(
+            f"Mesh {obj.name!r} has no faces (after its modifiers), so there is nothing to render. "
+            "Fill it with faces (Edit Mode > F), or disable the modifier that removes them."
+        )
+    if out_dir is not None:
+        _check_writable(Path(out_dir))
+
+
+def capture_object(
+    obj: "bpy.types.Object",
+    settings: CaptureSettings,
+    out_dir: str | os.PathLike,
+    *,
+    progress: ProgressCallback | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> Path:
+    """Render ``obj`` from ``settings``' cameras into ``out_dir``; returns ``out_dir/transforms.json``.
+
+    Raises :class:`CaptureError` for bad input (see :func:`check_capturable`, invalid settings),
+    :class:`CaptureCancelled` when ``should_cancel()`` returns True (checked before every view).
+    ``out_dir`` is replaced only when the capture is complete.
+    """
+    try:
+        settings.validate()
+    except ContractError as exc:
+        raise CaptureError(f"Invalid capture settings: {exc}") from None
+    check_capturable(obj, out_dir)
+    out_dir = Path(out_dir).absolute()
+    views = camera_rig.all_views(settings)
+    partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        partial.mkdir()  # (not mkdtemp: its 0700 mode would end up on out_dir)
+    except OSError as exc:
+        raise CaptureError(f"Cannot write the capture next to {out_dir}: {exc.strerror or exc}. Choose another folder.")
+    images_before = set(bpy.data.images)
+    rig = _Rig()
+    try:
+        (partial / "images").mkdir()
+        (partial / "depth").mkdir()
+        world_to_normalized, object_matrix_world = rig.build(obj, settings)
+        exr_path = partial / "render.exr"
+        rig.scene.render.filepath = str(exr_path)
+        scale = capture_format.depth_unit_scale(settings)
+        for done, view in enumerate(views):
+            if should_cancel is not None and should_cancel():
+                raise CaptureCancelled(f"capture cancelled after {done} of {len(views)} views")
+            rig.aim(view)
+            result = bpy.ops.render.render(write_still=True, scene=rig.scene.name)
+            if "FINISHED" not in result or not exr_path.is_file():
+                raise CaptureError(
+                    f"Cycles did not render view {view.name} (render returned {sorted(result)}). If another render "
+                    "is running, wait for it to finish (or stop it with Esc) and capture again."
+                )
+            channels = read_exr(exr_path)
+            exr_path.unlink()
+            _write_view(partial, view, channels, scale)
+            if progress is not None:
+                progress(done + 1, len(views))
+        document = capture_format.transforms_document(
+            settings, views, world_to_normalized, object_matrix_world, obj.name, light_rig=light_rig()
+        )
+        (partial / TRANSFORMS_FILE).write_text(json.dumps(document, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        _replace_dir(partial, out_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    finally:
+        rig.remove()
+        for image in set(bpy.data.images) - images_before:  # the "Render Result" the renders created
+            bpy.data.images.remove(image)
+    return out_dir / TRANSFORMS_FILE
+
+
+class _Rig:
+    """The temporary scene and its datablocks; :meth:`remove` deletes whatever was created."""
+
+    def __init__(self) -> None:
+        self.scene: bpy.types.Scene | None = None
+        self.objects: list[bpy.types.Object] = []
+        self.data: list[bpy.types.ID] = []  # meshes, cameras, lights, worlds
+        self.camera: bpy.types.Object | None = None
+
+    def build(self, obj: "bpy.types.Object", settings: CaptureSettings) -> tuple[np.ndarray, np.ndarray]:
+        """Create the scene; returns (world_to_normalized [4, 4], object matrix_world [4, 4])."""
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        evaluated = obj.evaluated_get(depsgraph)
+        mesh = bpy.data.meshes.new_from_object(evaluated, preserve_all_data_layers=False, depsgraph=depsgraph)
+        self.data.append(mesh)
+        # The evaluated object's slots resolve object-linked materials; use the original datablocks.
+        mesh.materials.clear()
+        for slot in evaluated.material_slots:
+            mesh.materials.append(slot.material.original if slot.material is not None else None)
+
+        object_matrix_world = np.array(evaluated.matrix_world, np.float64)
+        local = np.empty(len(mesh.vertices) * 3, np.float32)
+        mesh.vertices.foreach_get("co", local)
+        used = np.empty(len(mesh.loops), np.int32)
+        mesh.loops.foreach_get("vertex_index", used)
+        local = local.reshape(-1, 3)[np.unique(used)].astype(np.float64)  # loose vertices are not rendered
+        world = local @ object_matrix_world[:3, :3].T + object_matrix_world[:3, 3]
+        try:
+            world_to_normalized = camera_rig.normalization_from_points(world)
+        except ValueError:
+            raise CaptureError(
+                f"Mesh {obj.name!r} has no size (all its faces collapse to one point). "
+                "Scale it up or pick another object."
+            ) from None
+
+        self.scene = scene = bpy.data.scenes.new(_PREFIX)
+        self._configure(scene, settings)
+
+        copy = bpy.data.objects.new(_PREFIX, mesh)
+        self.objects.append(copy)
+        scene.collection.objects.link(copy)
+        copy.matrix_world = _to_blender(world_to_normalized @ object_matrix_world)
+
+        camera_data = bpy.data.cameras.new(_PREFIX)
+        self.data.append(camera_data)
+        camera_data.lens_unit = "FOV"
+        camera_data.sensor_fit = "AUTO"
+        camera_data.clip_start = max(1e-3, 0.5 * cameras.near_depth_bound(settings))
+        camera_data.clip_end = 2.0 * cameras.far_depth_bound(settings)
+        self.camera = bpy.data.objects.new(_PREFIX + "_camera", camera_data)
+        self.objects.append(self.camera)
+        scene.collection.objects.link(self.camera)
+        scene.camera = self.camera
+
+        world = bpy.data.worlds.new(_PREFIX)
+        self.data.append(world)
+        if world.node_tree is None:  # Blender < 5 creates worlds without nodes
+            world.use_nodes = True
+        background = next(n for n in world.node_tree.nodes if n.type == "BACKGROUND")
+        background.inputs["Color"].default_value = (1.0, 1.0, 1.0, 1.0)
+        background.inputs["Strength"].default_value = _WORLD_STRENGTH
+        scene.world = world
+
+        sun_data = bpy.data.lights.new(_PREFIX + "_sun", "SUN")
+        self.data.append(sun_data)
+        sun_data.energy = _SUN_IRRADIANCE
+        sun_data.angle = math.radians(_SUN_ANGLE_DEG)
+        sun = bpy.data.objects.new(_PREFIX + "_sun", sun_data)
+        self.objects.append(sun)
+        scene.collection.objects.link(sun)
+        # A sun shines down its local -Z: reuse look_at from the light's direction to the origin.
+        sun_pos = cameras.orbit_position(_SUN_ELEVATION_DEG, _SUN_AZIMUTH_DEG, 10.0)
+        sun.matrix_world = _to_blender(cameras.look_at(sun_pos, np.zeros(3)))
+        return world_to_normalized, object_matrix_world
+
+    @staticmethod
+    def _configure(scene: "bpy.types.Scene", settings: CaptureSettings) -> None:
+        render = scene.render
+        render.engine = "CYCLES"
+        render.resolution_x = render.resolution_y = settings.resolution
+        render.resolution_percentage = 100
+        render.pixel_aspect_x = render.pixel_aspect_y = 1.0
+        render.film_transparent = True
+        render.use_persistent_data = True  # keep the BVH between the views of this capture
+        render.use_compositing = False
+        render.use_sequencer = False
+        render.dither_intensity = 0.0
+        scene.view_settings.view_transform = "Standard"  # plain sRGB colours, no Filmic/AgX tone curve
+        scene.view_settings.look = "None"
+        scene.view_settings.exposure = 0.0
+        scene.view_settings.gamma = 1.0
+        cycles = scene.cycles
+        cycles.device = "CPU"
+        cycles.samples = settings.samples
+        cycles.seed = settings.seed
+        cycles.use_animated_seed = False
+        cycles.use_denoising = settings.denoise
+        cycles.denoiser = "OPENIMAGEDENOISE"
+        # FAST skips denoising the albedo/normal guides (clean for opaque objects under this light);
+        # its speed and cost are measured by bench/capture.py (docs/RESULTS.md).
+        cycles.denoising_prefilter = "FAST"
+        cycles.max_bounces = _MAX_BOUNCES
+        cycles.caustics_reflective = False
+        cycles.caustics_refractive = False
+        layer = scene.view_layers[0]
+        layer.use_pass_combined = True
+        layer.use_pass_z = True
+        image = render.image_settings
+        if hasattr(image, "media_type"):  # Blender 5 chooses multilayer through the media type
+            image.media_type = "MULTI_LAYER_IMAGE"
+        else:
+            image.file_format = "OPEN_EXR_MULTILAYER"
+        image.exr_codec = "NONE"  # what exr.read_exr reads; the file lives only until it is read
+        image.color_depth = "32"  # float depth: half floats would round depth 4.0 to 0.002
+
+    def aim(self, view: cameras.CameraView) -> None:
+        self.camera.data.angle = math.radians(view.fov_deg)
+        self.camera.matrix_world = _to_blender(view.camera_to_world())
+
+    def remove(self) -> None:
+        for obj in self.objects:
+            bpy.data.objects.remove(obj, do_unlink=True)
+        self.objects.clear()
+        if self.scene is not None:
+            bpy.data.scenes.remove(self.scene, do_unlink=True)
+            self.scene = None
+        for block in self.data:
+            collection = {
+                bpy.types.Mesh: bpy.data.meshes,
+                bpy.types.Camera: bpy.data.cameras,
+                bpy.types.World: bpy.data.worlds,
+            }.get(type(block), bpy.data.lights)
+            collection.remove(block, do_unlink=True)
+        self.data.clear()
+        self.camera = None
+
+
+def _write_view(folder: Path, view: cameras.CameraView, channels: dict[str, np.ndarray], scale: float) -> None:
+    try:
+        rgb = np.stack([_channel(channels, "Combined." + c) for c in "RGB"], -1)
+        alpha = _channel(channels, "Combined.A")
+        z = _channel(channels, "Depth.Z")
+    except KeyError as exc:
+        raise CaptureError(f"The render of view {view.name} lacks the pass {exc.args[0]}; this is a bug.") from None
+    png16.write_png(folder / "images" / f"{view.name}.png", capture_pixels.srgb8_from_linear(rgb, alpha))
+    png16.write_png(folder / "depth" / f"{view.name}.png", capture_pixels.depth_codes_from_z(z, scale))
+
+
+def _channel(channels: dict[str, np.ndarray], suffix: str) -> np.ndarray:
+    """The channel whose name ends with ``suffix`` (the view layer name prefixes it)."""
+    for name, values in channels.items():
+        if name.endswith("." + suffix) or name == suffix:
+            return values
+    raise KeyError(suffix)
+
+
+def _to_blender(matrix: np.ndarray) -> "object":
+    from mathutils import Matrix
+
+    return Matrix([list(map(float, row)) for row in np.asarray(matrix)])
+
+
+def _check_writable(out_dir: Path) -> None:
+    hint = "Choose an output folder you can write to (e.g. in your home folder) and try again."
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CaptureError(f"The output path {out_dir} is a file, not a folder. {hint}")
+    try:
+        out_dir.absolute().parent.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.mkdtemp(prefix=f".{out_dir.name}.probe-", dir=out_dir.absolute().parent)
+        os.rmdir(probe)
+    except OSError as exc:
+        raise CaptureError(f"Cannot write the capture to {out_dir}: {exc.strerror or exc}. {hint}") from None
+
+
+def _replace_dir(partial: Path, out_dir: Path) -> None:
+    """Move the finished ``partial`` folder to ``out_dir``, replacing an older capture there."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.replace(out_dir, old)
+    try:
+        os.replace(partial, out_dir)
+    except OSError:
+        if old is not None:
+            os.replace(old, out_dir)  # put the previous capture back
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

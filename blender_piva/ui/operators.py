@@ -1,0 +1,181 @@
+"""Operators of one edit: they orchestrate; the work lives in scene/edit_job.py, scene/capture.py
+and scene/importer.py, the shared UI state in ui/status.py.
+
+``piva.edit`` has two paths. ``execute`` blocks until the job ends (the bpy module, scripts,
+tests and the headless command: timers never fire in background mode). ``invoke`` in the UI
+starts the backend and returns; a modal timer follows its events, so Blender stays usable.
+"""
+
+from __future__ import annotations
+
+import time
+
+import bpy
+from bpy.props import StringProperty
+
+from ..core.request import EditFailed
+from ..core.terminal import print_capture_progress, print_event
+from ..scene.edit_job import EditJob
+from .status import ACTIVE, capture_with_progress, redraw, request_from_panel, update_status
+
+
+class PIVA_OT_edit(bpy.types.Operator):
+    """Capture the active mesh, edit it towards the target prompt, and import the result next to it"""
+
+    bl_idname = "piva.edit"
+    bl_label = "Edit with PIVA"
+    bl_options = {"REGISTER"}
+
+    object_name: StringProperty(
+        name="Object", description="Object to edit; empty = the active object", options={"SKIP_SAVE"}
+    )
+
+    @classmethod
+    def poll(cls, context):
+        if ACTIVE.job is not None or ACTIVE.runner is not None:
+            cls.poll_message_set("An edit is already running: wait for it or press Cancel")
+            return False
+        obj = context.active_object
+        if obj is None or obj.type != "MESH":
+            cls.poll_message_set("Select a mesh object to edit (the active object is not a mesh)")
+            return False
+        if not context.scene.piva.source_prompt.strip() or not context.scene.piva.target_prompt.strip():
+            cls.poll_message_set("Type a source prompt and a target prompt first")
+            return False
+        return True
+
+    def _object_name(self, context) -> str:
+        if self.object_name:
+            return self.object_name
+        return context.active_object.name if context.active_object is not None else ""
+
+    def _job(self, context) -> EditJob:
+        from .preferences import backend_config
+
+        return EditJob(request_from_panel(context, self._object_name(context)), backend_config(context))
+
+    def execute(self, context):
+        status = context.window_manager.piva_status
+        status.error = status.hint = ""
+        job = self._job(context)
+        try:
+            obj = job.run_sync(on_event=print_event, on_capture=print_capture_progress)
+        except EditFailed as exc:
+            status.error, status.hint = exc.message, exc.hint
+            status.job_dir = str(job.spec.job_dir) if job.spec else ""
+            self.report({"ERROR"} if exc.status == "error" else {"WARNING"}, str(exc))
+            return {"CANCELLED"}
+        status.job_dir = str(job.spec.job_dir) if job.spec else ""
+        self.report({"INFO"}, f"PIVA: created {obj.name}" if obj is not None else "PIVA: job finished")
+        return {"FINISHED"}
+
+    def invoke(self, context, event):
+        if bpy.app.background:
+            return self.execute(context)
+        status = context.window_manager.piva_status
+        status.error = status.hint = status.preview_path = status.message = ""
+        job = self._job(context)
+        wm = context.window_manager
+        try:
+            job.prepare()
+            capture_with_progress(wm, job)
+            job.start_backend()
+        except EditFailed as exc:
+            status.error, status.hint = exc.message, exc.hint
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        ACTIVE.job, ACTIVE.cancel_requested = job, False
+        ACTIVE.stage_started, ACTIVE.stage_name = time.monotonic(), ""
+        status.running, status.stage, status.progress, status.eta_s = True, "starting", 0.0, -1.0
+        status.job_dir, status.log_path = str(job.spec.job_dir), str(job.process.log_path)
+        self._timer = wm.event_timer_add(0.25, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        job = ACTIVE.job
+        status = context.window_manager.piva_status
+        assert job is not None and job.process is not None
+        if ACTIVE.cancel_requested:
+            job.process.cancel()
+            ACTIVE.cancel_requested = False
+            status.message = "cancelling: saving a checkpoint"
+        for ev in job.process.poll():
+            update_status(status, ev)
+        redraw(context)
+        outcome = job.process.outcome()
+        if outcome is None:
+            return {"RUNNING_MODAL"}
+        context.window_manager.event_timer_remove(self._timer)
+        ACTIVE.job = None
+        status.running = False
+        try:
+            job.check_outcome(outcome)
+            obj = job.finish()
+        except EditFailed as exc:
+            status.error, status.hint = exc.message, exc.hint
+            self.report({"ERROR"} if exc.status == "error" else {"WARNING"}, str(exc))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"PIVA: created {obj.name}" if obj is not None else "PIVA: job finished")
+        return {"FINISHED"}
+
+
+class PIVA_OT_cancel(bpy.types.Operator):
+    """Stop the running edit after its next checkpoint (run it again to resume)"""
+
+    bl_idname = "piva.cancel"
+    bl_label = "Cancel"
+
+    @classmethod
+    def poll(cls, context):
+        if ACTIVE.job is None and ACTIVE.runner is None:
+            cls.poll_message_set("No edit is running")
+            return False
+        return True
+
+    def execute(self, context):
+        ACTIVE.cancel_requested = True
+        return {"FINISHED"}
+
+
+class PIVA_OT_release(bpy.types.Operator):
+    """End the backend process now and free its GPU memory (the job resumes from its last checkpoint)"""
+
+    bl_idname = "piva.release"
+    bl_label = "Release Backend"
+
+    @classmethod
+    def poll(cls, context):
+        if ACTIVE.job is None or ACTIVE.job.process is None or not ACTIVE.job.process.running:
+            cls.poll_message_set("No backend process is running")
+            return False
+        return True
+
+    def execute(self, context):
+        assert ACTIVE.job is not None and ACTIVE.job.process is not None
+        ACTIVE.job.process.release()
+        return {"FINISHED"}
+
+
+class PIVA_OT_check_backend(bpy.types.Operator):
+    """Report the torch, CUDA, diffusers, peft, nerfacc and tinycudann the backend finds"""
+
+    bl_idname = "piva.check_backend"
+    bl_label = "Check Backend"
+
+    def execute(self, context):
+        from .preferences import backend_config, check_backend, get_preferences
+
+        prefs = get_preferences(context)
+        ok, lines = check_backend(backend_config(context), model=prefs.model if prefs else "")
+        if prefs is not None:
+            prefs.check_report = "\n".join(lines)
+        for line in lines:
+            print(line)
+        self.report({"INFO"} if ok else {"WARNING"}, lines[-1] if lines else "no answer")
+        return {"FINISHED"}
+
+
+CLASSES = (PIVA_OT_edit, PIVA_OT_cancel, PIVA_OT_release, PIVA_OT_check_backend)
