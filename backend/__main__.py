@@ -1,6 +1,7 @@
 """Command line of the backend.
 
-    python -m backend run JOB.json        run a job written by the extension (events -> events.jsonl)
+    python -m backend run JOB.json        run a job written by the extension (events -> events.jsonl);
+                                          --run-started TIME: cancel requests older than TIME are stale
     python -m backend check [--model M]   report torch, CUDA, diffusers, peft, nerfacc, tinycudann
     python -m backend edit2d IN OUT ...   edit an image file with any method (the 2D path)
 """
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.time()  # before the heavy imports: the run's start when the launcher gives none
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "edit2d":
         from .edit2d import main_edit2d
@@ -23,18 +26,27 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run a job file")
     run.add_argument("job", type=Path, help="path of job.json inside the job folder")
     run.add_argument("--echo", action="store_true", help="also print every event to stdout")
+    run.add_argument(
+        "--run-started",
+        type=float,
+        default=None,
+        metavar="TIME",
+        help="when the launcher started this run (seconds since the epoch): cancel requests older than it "
+        "are stale and removed (default: when this process started)",
+    )
     check = sub.add_parser("check", help="report the backend's environment as JSON")
-    check.add_argument("--model", default="", help="also try to load this model id or folder")
+    check.add_argument("--model", default="", help="also try to load this model id, folder or 'toy'")
+    check.add_argument("--controlnet", default="", help="with --model: this depth ControlNet (default: the model's own)")
     sub.add_parser("edit2d", help="edit an image file (see `python -m backend edit2d --help`)")
     args = parser.parse_args(argv)
     if args.command == "run":
         from .runner import run_job
 
-        return run_job(args.job, echo=args.echo)
+        return run_job(args.job, echo=args.echo, started=args.run_started if args.run_started is not None else started)
     if args.command == "check":
         from .check import main_check
 
-        return main_check(args.model)
+        return main_check(args.model, args.controlnet)
     return 2
 
 

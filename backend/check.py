@@ -42,18 +42,35 @@ def probe() -> dict[str, Any]:
     return report
 
 
-def main_check(model: str = "") -> int:
+def main_check(model: str = "", controlnet: str = "") -> int:
     report = probe()
     if model:
-        try:
-            import torch
-
-            from .diffusion.model import DiffusionModel
-
-            DiffusionModel.load(model, device=torch.device("cpu"), dtype=torch.float32)
-            report["model"] = {"name": model, "loads": True}
-        except Exception as exc:  # reported, with the loader's own teaching message
-            report["model"] = {"name": model, "loads": False}
-            report["problems"].append({"what": f"model {model!r} does not load: {exc}", "fix": "check the model id or folder"})
+        report["model"] = {"name": model, "loads": False}
+        problem = check_model(model, controlnet, report["model"])
+        if problem is not None:
+            report["problems"].append(problem)
     print(json.dumps(report, indent=2))
     return 0 if not report["problems"] else 1
+
+
+def check_model(model: str, controlnet: str, entry: dict[str, Any]) -> dict[str, str] | None:
+    """Load ``model`` as a job would (``toy`` = the shipped folder, the model's own ControlNet);
+    fill ``entry`` and return the problem, or None when it loads."""
+    try:
+        import torch
+
+        from .diffusion.model import DiffusionModel
+        from .stages.context import StageError
+        from .stages.edit import resolve_controlnet, resolve_model
+    except Exception as exc:  # a broken environment is reported above; say why the model was not tried
+        return {"what": f"model {model!r} was not tried: {type(exc).__name__}: {exc}", "fix": FIXES["torch"]}
+    try:
+        path = resolve_model(model)
+        net = resolve_controlnet(path, controlnet)
+        DiffusionModel.load(path, controlnet=net, device=torch.device("cpu"), dtype=torch.float32)
+    except StageError as exc:
+        return {"what": f"model {model!r} does not load: {exc}", "fix": exc.hint}
+    except Exception as exc:  # reported, with the loader's own teaching message
+        return {"what": f"model {model!r} does not load: {exc}", "fix": "check the model id or folder"}
+    entry.update(path=path, controlnet=net, loads=True)
+    return None

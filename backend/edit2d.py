@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from backend.diffusion.model import DiffusionModel
+from backend.diffusion.model import DiffusionModel, ModelLoadError
 from backend.editing.base import MethodInputs
 from backend.editing.registry import build_method
 from backend.progress import JobCancelled, StageReporter
@@ -123,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="what the image shows now")
     p.add_argument("--target", required=True, help="what it should show")
     p.add_argument("--method", default="piva", choices=METHODS)
-    p.add_argument("--model", required=True, help="diffusers model folder or hub id (safetensors)")
+    p.add_argument("--model", required=True, help="diffusers model folder, hub id (safetensors), or 'toy'")
     p.add_argument("--controlnet", default="", help="optional depth ControlNet (unused in 2D)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (cosine schedule)")
@@ -139,20 +140,48 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main_edit2d(argv: list[str]) -> int:
-    """Entry point of ``python -m backend edit2d``; returns the process exit code."""
-    args = build_parser().parse_args(argv)
-    from PIL import Image
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
+
+def main_edit2d(argv: list[str]) -> int:
+    """Entry point of ``python -m backend edit2d``; returns the process exit code.
+
+    Every argument, the input image and the model are checked before the edit starts; a problem
+    is one ``error:`` line naming it and the fix (exit code 2), never a traceback.
+    """
+    args = build_parser().parse_args(argv)
+    from PIL import Image, UnidentifiedImageError
+
+    from backend.resources import is_out_of_memory
+    from backend.stages.context import StageError
+    from backend.stages.edit import resolve_model
+    from blender_piva.contract import ContractError, disk
+
+    for flag, prompt in (("--source", args.source), ("--target", args.target)):
+        if not prompt.strip():
+            when = "now" if flag == "--source" else "after the edit"
+            return _fail(f"{flag} is empty: describe what the image shows {when}")
+    if args.steps < 0 or args.size < 1:
+        return _fail(f"--steps must be >= 0 and --size >= 1 (got {args.steps} and {args.size})")
     if not args.input.is_file():
-        print(f"error: input image {args.input} does not exist")
-        return 2
+        return _fail(f"input image {args.input} does not exist")
+    if args.output.is_dir():
+        return _fail(f"output {args.output} is a folder: give the PNG file to write, e.g. {args.output / 'edited.png'}")
+    try:
+        with Image.open(args.input) as opened:
+            img = opened.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        reason = "not an image file" if isinstance(exc, UnidentifiedImageError) else str(exc) or type(exc).__name__
+        return _fail(f"cannot read {args.input} as an image ({reason}); pass a PNG or JPEG file")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return _fail("--device cuda was asked for but this Python's torch sees no CUDA GPU; use --device cpu or auto")
     precision = args.precision if args.precision != "auto" else ("fp16" if device.type == "cuda" else "fp32")
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
-    img = Image.open(args.input).convert("RGB")
     scale = args.size / max(img.size)
     w, h = (max(64, int(math.floor(s * scale / 64)) * 64) for s in img.size)
     img = img.resize((w, h), Image.LANCZOS)
@@ -166,10 +195,29 @@ def main_edit2d(argv: list[str]) -> int:
         lambda_identity=args.lambda_identity,
         method_params=dict(args.param),
     )
-    settings.validate()
-    model = DiffusionModel.load(args.model, controlnet=args.controlnet, device=device, dtype=dtype)
-    edited = edit_image(image, args.source, args.target, args.method, settings, model, seed=args.seed)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((np.clip(edited, 0, 1) * 255 + 0.5).astype(np.uint8)).save(args.output)
+    try:
+        settings.validate()
+        model_name = resolve_model(args.model)
+        model = DiffusionModel.load(model_name, controlnet=args.controlnet, device=device, dtype=dtype)
+    except ContractError as exc:
+        return _fail(f"{exc}; fix the matching option")
+    except StageError as exc:
+        return _fail(f"{exc}; {exc.hint}")
+    except ModelLoadError as exc:
+        return _fail(str(exc))
+    try:
+        edited = edit_image(image, args.source, args.target, args.method, settings, model, seed=args.seed)
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        detail = str(exc).strip()[:120] or type(exc).__name__
+        return _fail(f"out of memory editing a {w}x{h} image ({detail}); lower --size")
+    try:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((np.clip(edited, 0, 1) * 255 + 0.5).astype(np.uint8)).save(args.output)
+    except OSError as exc:
+        args.output.unlink(missing_ok=True)  # no half-written PNG
+        full = " (the disk is full)" if disk.is_disk_full(exc) else ""
+        return _fail(f"cannot write {args.output}: {exc.strerror or exc}{full}; choose another output path")
     print(f"wrote {args.output} ({w}x{h}, {args.method}, {args.steps} steps)")
     return 0

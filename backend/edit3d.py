@@ -11,9 +11,10 @@ Every step:
    backend/editing/base.py), backpropagated into the field; PIVA also trains its adapters;
 5. Adam on the field (hash grid lr 0.01 in the paper), progress, previews, checkpoints.
 
-A checkpoint holds the step, the field, its optimiser, the method's state (PIVA's adapters and
-their optimiser), the sampler's occupancy grid and the random generator, so a killed edit resumes
-and ends exactly where an uninterrupted one ends.
+A checkpoint (``checkpoints/edit.safetensors`` + ``edit.json``, backend/checkpoint.py: no pickle)
+holds the step, the field, its optimiser, the method's state (PIVA's adapters and their optimiser),
+the sampler's occupancy grid and the random generator, so a killed edit resumes and ends exactly
+where an uninterrupted one ends. An ``edit.pt`` of an earlier version (a pickle) is never loaded.
 """
 
 from __future__ import annotations
@@ -31,6 +32,15 @@ from torch import Tensor
 from blender_piva import contract
 from blender_piva.contract import cameras
 
+from .checkpoint import (
+    STATE_SUFFIX,
+    check_optimizer_state,
+    checkpoint_exists,
+    legacy_checkpoint,
+    load_state,
+    restoring,
+    save_state,
+)
 from .diffusion.control import depth_to_control
 from .editing.base import EditMethod, MethodInputs
 from .field.ngp_field import NGPField, save_field
@@ -39,7 +49,10 @@ from .render.rays import Intrinsics, generate_rays
 from .render.samplers import Sampler, StratifiedSampler, make_sampler
 from .render.volume import render_image, render_rays
 
-CHECKPOINT_NAME = "edit.pt"
+CHECKPOINT_STEM = "edit"
+"""``checkpoints/edit.safetensors`` + ``checkpoints/edit.json``."""
+CHECKPOINT_NAME = CHECKPOINT_STEM + STATE_SUFFIX
+"""The checkpoint's JSON, written last: present = a complete checkpoint."""
 
 
 @dataclass
@@ -142,11 +155,14 @@ def edit_field(
     settings = spec.edit
     total = settings.steps
     out_dir = Path(out_dir)
-    checkpoint_path = out_dir / "checkpoints" / CHECKPOINT_NAME
+    checkpoint_path = out_dir / contract.CHECKPOINT_DIR / CHECKPOINT_STEM
 
     state, source = _setup(original, model, method, spec, device)
-    if checkpoint_path.is_file():
-        _load_checkpoint(checkpoint_path, state, device)
+    old = legacy_checkpoint(checkpoint_path)
+    if old is not None:
+        reporter.log(f"ignoring {old}: pickle checkpoints of earlier versions are never loaded (they can run code)")
+    if checkpoint_exists(checkpoint_path):
+        _load_checkpoint(checkpoint_path, state)
         reporter.log(f"resuming the edit from step {state.step}")
 
     preview_camera = make_camera(
@@ -231,30 +247,26 @@ def _step(
     return result.losses
 
 
-def _save_checkpoint(path: Path, state: EditState) -> None:
-    """Write ``state`` to ``path`` (via a temporary file, so a killed write leaves the previous one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "step": state.step,
-            "field": state.field.state_dict(),
-            "optimizer": state.optimizer.state_dict(),
-            "sampler": state.sampler.state_dict(),
-            "method": state.method.state_dict(),
-            "generator": state.generator.get_state(),
-        },
-        tmp,
-    )
-    tmp.replace(path)
+def _save_checkpoint(stem: Path, state: EditState) -> None:
+    """Write ``state`` at ``stem`` (backend/checkpoint.py: a killed write never leaves a half checkpoint)."""
+    save_state(stem, {
+        "step": state.step,
+        "field": state.field.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "sampler": state.sampler.state_dict(),
+        "method": state.method.state_dict(),
+        "generator": state.generator.get_state(),
+    })
 
 
-def _load_checkpoint(path: Path, state: EditState, device: torch.device) -> None:
-    """Restore ``state`` (step included) from ``path``."""
-    payload = torch.load(path, map_location=device, weights_only=False)
-    state.field.load_state_dict(payload["field"])
-    state.optimizer.load_state_dict(payload["optimizer"])
-    state.sampler.load_state_dict(payload["sampler"])
-    state.method.load_state_dict(payload["method"])
-    state.generator.set_state(payload["generator"].cpu() if device.type == "cpu" else payload["generator"])
-    state.step = int(payload["step"])
+def _load_checkpoint(stem: Path, state: EditState) -> None:
+    """Restore ``state`` (step included) from ``stem``; a damaged checkpoint is a CheckpointError."""
+    payload = load_state(stem, stage="edit")
+    with restoring(stem, stage="edit"):
+        state.field.load_state_dict(payload["field"])
+        state.optimizer.load_state_dict(payload["optimizer"])
+        check_optimizer_state(state.optimizer)
+        state.sampler.load_state_dict(payload["sampler"])
+        state.method.load_state_dict(payload["method"])
+        state.generator.set_state(payload["generator"])  # generator states are CPU byte tensors, any device
+        state.step = int(payload["step"])

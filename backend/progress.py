@@ -6,6 +6,7 @@ or the cancel file themselves. Tests and benchmarks pass :func:`StageReporter.si
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,10 +73,9 @@ class StageReporter:
         if image.dtype != np.uint8:
             image = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         path = Path(self.preview_dir) / f"{self.stage}_{step:06d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.png")
-        Image.fromarray(image).save(tmp)
-        tmp.replace(path)
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        contract.write_bytes_atomic(path, buffer.getvalue())  # a full disk leaves no partial file
         if self.events is not None:
             self.events.emit("preview", stage=self.stage, step=int(step), preview=str(path))
         return path

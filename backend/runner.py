@@ -3,13 +3,18 @@
 Every stage is resumable: a finished stage leaves its output (and is skipped when the job runs
 again), an interrupted one leaves checkpoints it resumes from. A cancel request (``cancel.json``)
 or SIGTERM makes the running stage checkpoint and stop; the process then exits with
-``contract.EXIT_CANCELLED``.
+``contract.EXIT_CANCELLED``. Stale state never blocks a run: a cancel request older than the run
+and temporaries of dead processes are removed before the first stage (:func:`prepare_job_folder`),
+and every folder is reused or written only when its owner marker says this job made it for the
+same inputs (``stages/folders.py``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +23,8 @@ from typing import Callable
 from blender_piva import contract
 
 from .progress import JobCancelled
-from .stages import edit, export, reconstruct
+from .resources import resource_error
+from .stages import edit, export, folders, reconstruct
 from .stages.context import JobContext, StageError, cancel_requested, stop_on_sigterm
 
 
@@ -34,6 +40,7 @@ class CaptureSummary:
 def validate_capture(capture_dir: Path) -> CaptureSummary:
     """Check that the capture folder is complete before any heavy work starts."""
     transforms = capture_dir / contract.TRANSFORMS_FILE
+    again = f"re-run the capture: delete {capture_dir} and run the edit again"
     if not transforms.is_file():
         raise StageError(
             f"no capture found: {transforms} does not exist",
@@ -42,24 +49,47 @@ def validate_capture(capture_dir: Path) -> CaptureSummary:
     try:
         meta = json.loads(transforms.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise StageError(f"{transforms} is not valid JSON ({exc.msg} at line {exc.lineno})", "capture the object again")
+        raise StageError(f"{transforms} is not valid JSON ({exc.msg} at line {exc.lineno})", again) from None
+    except UnicodeDecodeError:
+        raise StageError(f"{transforms} is not valid JSON (it is not UTF-8 text)", again) from None
+    except OSError as exc:
+        raise StageError(f"{transforms} cannot be read: {exc.strerror or exc}", again) from None
     frames = meta.get("frames") if isinstance(meta, dict) else None
     if not isinstance(frames, list) or not frames:
-        raise StageError(f"{transforms} lists no frames", "capture the object again")
+        raise StageError(f"{transforms} lists no frames", again)
+    if not _is_matrix4(meta.get("normalization")):
+        raise StageError(f"{transforms}: 'normalization' is not a 4x4 matrix of numbers", again)
     counts = {"train": 0, "eval": 0}
     for index, frame in enumerate(frames):
+        if not isinstance(frame, dict):
+            raise StageError(f"frame {index} of {transforms} is {type(frame).__name__}, not an object", again)
         for key in ("file_path", "depth_file_path"):
             name = frame.get(key)
             if not isinstance(name, str) or not (capture_dir / name).is_file():
                 raise StageError(
                     f"frame {index} of {transforms}: {key} {name!r} is missing",
-                    "the capture is incomplete; capture the object again",
+                    f"the capture is incomplete; {again}",
                 )
         split = frame.get("split", "train")
         counts[split if split in counts else "train"] += 1
     if counts["train"] == 0:
         raise StageError(f"{transforms} has no training views", "capture with at least one training view")
-    return CaptureSummary(counts["train"], counts["eval"], (int(meta.get("w", 0)), int(meta.get("h", 0))))
+    try:
+        size = (int(meta.get("w", 0)), int(meta.get("h", 0)))
+    except (TypeError, ValueError):
+        raise StageError(f"{transforms}: 'w' and 'h' are not numbers", again) from None
+    return CaptureSummary(counts["train"], counts["eval"], size)
+
+
+def _is_matrix4(value: object) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 4
+        and all(isinstance(row, list) and len(row) == 4 for row in value)
+        and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for row in value for x in row
+        )
+    )
 
 
 def resolve_device(name: str):
@@ -81,8 +111,12 @@ def resolve_device(name: str):
     raise StageError(f"unknown device {name!r}", ", ".join(contract.DEVICES))
 
 
-def run_job(job_path: Path, echo: bool = False) -> int:
-    """Run the job in ``job_path``; return the process exit code (contract.EXIT_*)."""
+def run_job(job_path: Path, echo: bool = False, started: float | None = None) -> int:
+    """Run the job in ``job_path``; return the process exit code (contract.EXIT_*).
+
+    ``started`` is when the run began (seconds since the epoch; the launcher's clock, default
+    now): cancel requests written before it belong to an earlier run and are removed."""
+    started = time.time() if started is None else started
     job_path = Path(job_path).resolve()
     events_path = job_path.parent / contract.EVENTS_FILE
     events = contract.EventWriter(events_path, echo=print if echo else None)
@@ -101,27 +135,55 @@ def run_job(job_path: Path, echo: bool = False) -> int:
         return contract.EXIT_BAD_JOB
     stop_on_sigterm()
     try:
-        return _run_stages(spec, events)
+        return _run_stages(spec, events, started)
     except JobCancelled as exc:
-        events.emit("cancelled", stage=exc.stage, step=exc.step, message=str(exc))
+        _emit_last(events, "cancelled", stage=exc.stage, step=exc.step, message=str(exc))
         return contract.EXIT_CANCELLED
     except StageError as exc:
-        events.emit("error", message=str(exc), hint=exc.hint)
+        _emit_last(events, "error", message=str(exc), hint=exc.hint)
         return contract.EXIT_ERROR
     except Exception as exc:  # last resort: the traceback goes to backend.log (stderr)
+        resource = resource_error(exc, "validate", spec)
+        if resource is not None:  # memory or disk ran out outside a stage (loading torch, the manifest)
+            _emit_last(events, "error", message=str(resource), hint=resource.hint)
+            return contract.EXIT_ERROR
         traceback.print_exc(file=sys.stderr)
-        events.emit("error", message=f"{type(exc).__name__}: {exc}", hint=_hint_for(exc, spec))
+        _emit_last(events, "error", message=f"{type(exc).__name__}: {exc}", hint=_hint_for(exc, spec))
         return contract.EXIT_ERROR
+
+
+def _emit_last(events: contract.EventWriter, event_type: str, **fields) -> None:
+    """The run's terminal event; when even that cannot be written (a full disk), one line on stderr
+    instead: the extension then reports a backend that stopped without a result, and checks the disk."""
+    try:
+        events.emit(event_type, **fields)
+    except OSError as exc:
+        text = fields.get("message", "") + (f" (how to fix: {fields['hint']})" if fields.get("hint") else "")
+        print(f"PIVA backend: {event_type}: {text}; the event could not be written: {exc}", file=sys.stderr)
 
 
 def _hint_for(exc: BaseException, spec: contract.JobSpec) -> str:
-    text = str(exc).lower()
-    if "out of memory" in text:
-        return "out of GPU memory: lower the render resolution or rays per batch in the preferences, or use fp16"
     return f"unexpected failure; the traceback is in {spec.job_dir / contract.LOG_FILE}"
 
 
-def _run_stages(spec: contract.JobSpec, events: contract.EventWriter) -> int:
+def prepare_job_folder(spec: contract.JobSpec, events: contract.EventWriter, started: float) -> contract.FolderOwner:
+    """Before any stage: stale state never blocks a run, and the job folder must be this job's.
+
+    1. remove temporaries of dead processes under the job's folders (``contract.leftovers``);
+    2. remove a cancel request older than this run (``contract.CancelRequest``);
+    3. claim the job folder (``folders.claim_job_folder``); a StageError when it is not this job's.
+    """
+    removed = [p for root in folders.leftover_roots(spec) for p in contract.remove_dead_leftovers(root, started=started)]
+    if removed:
+        names = ", ".join(str(p) for p in removed[:3]) + (f" and {len(removed) - 3} more" if len(removed) > 3 else "")
+        events.emit("log", stage="validate", message=f"removed temporaries of interrupted runs: {names}")
+    if contract.clear_stale_cancel(spec.job_dir, started):
+        events.emit("log", stage="validate", message="removed a cancel request older than this run (left by an earlier cancel)")
+    owner = folders.claim_job_folder(spec)
+    return contract.set_state(spec.job_dir, owner, "working") if owner.done else owner
+
+
+def _run_stages(spec: contract.JobSpec, events: contract.EventWriter, started: float) -> int:
     import torch
 
     from . import __version__
@@ -131,6 +193,7 @@ def _run_stages(spec: contract.JobSpec, events: contract.EventWriter) -> int:
         "started",
         message=f"backend {__version__}, torch {torch.__version__}, device {device}, stages {','.join(spec.stages)}",
     )
+    owner = prepare_job_folder(spec, events, started)
     summary = validate_capture(spec.capture_path)
     events.emit(
         "log",
@@ -140,13 +203,21 @@ def _run_stages(spec: contract.JobSpec, events: contract.EventWriter) -> int:
             f"{summary.resolution[0]}x{summary.resolution[1]}"
         ),
     )
-    context = JobContext(spec=spec, events=events, device=device)
+    context = JobContext(spec=spec, events=events, device=device, started=started)
     metrics: dict[str, float] = {}
     files: dict[str, str] = {}
     for stage in spec.stages:
-        if cancel_requested(spec.job_dir):
+        if cancel_requested(spec.job_dir, started):
             raise JobCancelled(stage, 0)
-        result = STAGES[stage](context)
+        try:
+            result = STAGES[stage](context)
+        except (JobCancelled, StageError):
+            raise
+        except Exception as exc:
+            resource = resource_error(exc, stage, spec)
+            if resource is None:
+                raise
+            raise resource from None
         metrics.update(result.get("metrics", {}))
         files.update(result.get("files", {}))
     normalization = json.loads((spec.capture_path / contract.TRANSFORMS_FILE).read_text()).get("normalization", [])
@@ -161,6 +232,7 @@ def _run_stages(spec: contract.JobSpec, events: contract.EventWriter) -> int:
         seed=spec.seed,
     )
     path = manifest.write(spec.results_path)
+    contract.set_state(spec.job_dir, owner, "done")
     events.emit("finished", results=str(path))
     return contract.EXIT_OK
 

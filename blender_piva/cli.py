@@ -25,17 +25,73 @@ if TYPE_CHECKING:
     from .core.request import EditRequest
 
 
+def _integer(low: int, high: int, what: str, note: str = ""):
+    """An argparse type: a whole number in [low, high] (the message names the range)."""
+    allowed = f"{what} are {low}..{high}{note}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ({allowed})") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({allowed})")
+        return value
+
+    return parse
+
+
+def _number(low: float, high: float, what: str):
+    """An argparse type: a finite number in [low, high]."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number ({what} is {low}..{high})") from None
+        if not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{text} is out of range ({what} is {low}..{high})")
+        return value
+
+    return parse
+
+
+MAX_SEED = 2**31 - 1
+_seed = _integer(0, MAX_SEED, "seeds")
+
+
+def _seed_list(text: str) -> list[int]:
+    """``--seeds 0,1,2`` -> [0, 1, 2]; each must be a seed."""
+    return [_seed(part.strip()) for part in text.split(",") if part.strip()]
+
+
+FLAG_SETTINGS = {"edit.method": ("--method", "method"), "edit.steps": ("--steps", "steps"),
+                 "edit.lambda_identity": ("--lambda", "lambda_identity")}
+"""Settings a flag of the command line sets (flag, its argument): ``--set`` may not set one the flag
+sets too, since the flag would win unseen. ``--method`` always sets its setting (it has a default);
+``--steps`` and ``--lambda`` only when given."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``PIVA: ...``) instead of the usage text."""
+
+    def error(self, message: str):
+        self.exit(2, f"PIVA: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from .core import presets
 
-    parser = argparse.ArgumentParser(prog="python -m blender_piva.cli", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="python -m blender_piva.cli", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--method", default="piva", choices=contract.METHODS, help="editing loss (default piva)")
-        p.add_argument("--steps", type=int, default=None, help="edit steps (default: the preset's)")
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--lambda", dest="lambda_identity", type=float, default=None, help="PIVA's lambda")
+        p.add_argument("--steps", type=_integer(0, 10_000_000, "edit steps", ", 0 = the preset's"), default=None,
+                       help="edit steps (default: the preset's)")
+        p.add_argument("--seed", type=_seed, default=0)
+        p.add_argument("--lambda", dest="lambda_identity", type=_number(0.0, 100.0, "PIVA's lambda"), default=None,
+                       help="PIVA's lambda")
         p.add_argument("--preset", default="preview", choices=sorted(presets.PRESETS), help="quality preset")
         p.add_argument("--model", default="toy", help="model id, folder, or 'toy' (default)")
         p.add_argument("--controlnet", default="", help="depth ControlNet id or folder")
@@ -64,7 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     variants.add_argument("--object", required=True, help="name of the mesh object to edit")
     variants.add_argument("--source", required=True, help="what the object is now")
     variants.add_argument("--target", required=True, action="append", help="a target prompt (repeatable)")
-    variants.add_argument("--seeds", default="", help="comma-separated seeds, each with every target (default: --seed)")
+    variants.add_argument("--seeds", type=_seed_list, default=[],
+                          help="comma-separated seeds, each with every target (default: --seed)")
     variants.add_argument("--save", type=Path, default=None, help="save the scene with the results to this .blend")
     common(variants)
 
@@ -95,9 +152,10 @@ def _parser() -> argparse.ArgumentParser:
 
 DEMO_TOY_OVERRIDES = [
     "edit.render_resolution=32",
-    "edit.steps=150",
 ]
 """The demo's settings with the embedded toy model (its images are 32x32); goal: minutes on a CPU."""
+DEMO_TOY_STEPS = 150
+"""The demo's edit steps with the toy model (given as --steps: --set may not set what a flag sets)."""
 
 
 def build_demo_scene(source_color=(0.8, 0.05, 0.05)) -> "object":
@@ -172,13 +230,15 @@ def run_edit(args: argparse.Namespace, object_name: str) -> int:
     _register()
     job = EditJob(request_from_args(args, object_name), backend_config(args))
     try:
-        result = job.run_sync(on_event=print_event, on_capture=print_capture_progress)
+        result = job.run_sync(on_event=print_event, on_capture=print_capture_progress, on_interrupt=_say)
     except EditFailed as exc:
         print(f"\nPIVA: {exc.status}: {exc.message}", file=sys.stderr)
         if exc.hint:
             print(f"PIVA: how to fix: {exc.hint}", file=sys.stderr)
         if job.spec is not None:
             print(f"PIVA: job folder: {job.spec.job_dir}", file=sys.stderr)
+            if exc.status == "cancelled" and (job.spec.job_dir / contract.JOB_FILE).is_file():
+                print(f"PIVA: resume with: {resume_command(args, job.spec.job_dir)}", file=sys.stderr)
         return 3 if exc.status == "cancelled" else 1
     print(f"PIVA: job folder: {job.spec.job_dir}")
     if any(job.cache_hit.values()):
@@ -187,6 +247,26 @@ def run_edit(args: argparse.Namespace, object_name: str) -> int:
     if result is not None:
         print(f"PIVA: created object {result.name!r} in collection {result.users_collection[0].name!r}")
     return 0
+
+
+def _say(line: str) -> None:
+    print(f"\nPIVA: {line}", file=sys.stderr, flush=True)
+
+
+def resume_command(args: argparse.Namespace, job_dir: Path) -> str:
+    """The command line that runs this edit again on ``job_dir`` (it resumes from its checkpoints)."""
+    import shlex
+
+    argv = list(getattr(args, "argv", None) or sys.argv[1:])
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--job-dir":
+            skip = True
+        elif not arg.startswith("--job-dir="):
+            kept.append(arg)
+    return shlex.join([sys.executable, "-m", "blender_piva.cli", *kept, "--job-dir", str(job_dir)])
 
 
 def run_queue(queue, args: argparse.Namespace) -> int:
@@ -200,7 +280,7 @@ def run_queue(queue, args: argparse.Namespace) -> int:
     def on_item(index: int, total: int, item) -> None:
         print(f"\n=== item {index + 1}/{total}: {item.label}")
 
-    QueueRunner(queue, backend_config(args)).run_sync(on_event=print_event, on_item=on_item)
+    QueueRunner(queue, backend_config(args)).run_sync(on_event=print_event, on_item=on_item, on_interrupt=_say)
     print("\nPIVA: results")
     for item in queue.items:
         cached = "cached capture+fit" if all(item.cache_hit.values()) and item.cache_hit else ""
@@ -220,8 +300,59 @@ def _open_blend(path: Path) -> bool:
     if not path.is_file():
         print(f"PIVA: {path} does not exist", file=sys.stderr)
         return False
-    bpy.ops.wm.open_mainfile(filepath=str(path.resolve()))
+    try:
+        bpy.ops.wm.open_mainfile(filepath=str(path.resolve()))
+    except RuntimeError as exc:  # Blender's own reason: "Missing DNA block", "File format is not supported"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        reason = reason.rsplit("': ", 1)[-1].removeprefix("Error: ")  # "...failed: ... '/x.blend': Missing DNA block"
+        print(
+            f"PIVA: cannot open {path}: it is not a readable .blend file ({reason}); if it is truncated or damaged, "
+            f"restore a backup (Blender keeps the previous save as {path.name}1 beside it)",
+            file=sys.stderr,
+        )
+        return False
     return True
+
+
+def save_problem(path: Path | None) -> str | None:
+    """Why ``--save PATH`` could not be written, checked before any work; None when it can.
+
+    Missing folders are created for the probe and removed again."""
+    import os
+    import tempfile
+
+    if path is None:
+        return None
+    if path.is_dir():
+        return f"--save {path} is a folder: give the .blend file to write, e.g. --save {path / 'edited.blend'}"
+    if path.suffix.lower() != ".blend":
+        return f"--save {path}: the file name must end in .blend, e.g. --save {path.with_suffix('.blend')}"
+    folder = path.absolute().parent
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"--save {path}: {folder} is a file, not a folder; choose another place for the .blend"
+    created: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            folder.mkdir()
+            created.append(folder)
+        fd, probe = tempfile.mkstemp(prefix=".piva-save-probe-", dir=path.absolute().parent)
+        os.close(fd)
+        os.unlink(probe)
+        if path.exists() and not os.access(path, os.W_OK):
+            return f"--save {path}: the file exists and is read-only; choose another name or make it writable"
+    except OSError as exc:
+        return f"--save {path}: cannot write there ({exc.strerror or exc}); choose a folder you can write to"
+    finally:
+        for folder in reversed(created):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+    return None
 
 
 def _save(path: Path | None) -> None:
@@ -261,9 +392,8 @@ def _variants_or_batch_queue(args: argparse.Namespace):
     if args.command == "variants":
         if _missing_objects([args.object], args.blend):
             return None
-        seeds = [int(x) for x in args.seeds.split(",") if x.strip()] if args.seeds else []
         request = request_from_args(args, args.object)
-        return variants_queue(request, args.target, seeds, request.job_root)
+        return variants_queue(request, args.target, args.seeds, request.job_root)
     if args.collection:
         collection = bpy.data.collections.get(args.collection)
         if collection is None:
@@ -329,6 +459,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.model == "toy":
         # The embedded model sees 32x32 images: edit renders at its native size.
         args.set = [*DEMO_TOY_OVERRIDES, *args.set]
+        args.steps = args.steps or DEMO_TOY_STEPS
     obj = build_demo_scene()
     code = run_edit(args, obj.name)
     if code != 0:
@@ -349,9 +480,54 @@ COMMANDS = {"edit": cmd_edit, "variants": cmd_queue, "batch": cmd_queue, "resume
 """Sub-command -> its function (each returns the exit code)."""
 
 
+def check_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line that argparse cannot see, before any work; None if nothing."""
+    from .core.overrides import OverrideError, parse_overrides
+
+    problem = save_problem(getattr(args, "save", None))
+    if problem is not None:
+        return problem
+    try:
+        overrides = parse_overrides(getattr(args, "set", []))
+    except OverrideError as exc:
+        return str(exc)
+    for dotted, (flag, dest) in FLAG_SETTINGS.items():
+        block, key = dotted.split(".")
+        given = getattr(args, dest, None)
+        if dest == "steps":
+            given = given or None  # --steps 0 means the preset's: it sets nothing
+        if key in overrides.get(block, {}) and given is not None:
+            return f"--set {dotted} conflicts with {flag}: use {flag} instead"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .contract import disk
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    return COMMANDS[args.command](args)
+    args.argv = argv
+    problem = check_args(args)
+    if problem is not None:
+        print(f"PIVA: {problem}", file=sys.stderr)
+        return 1
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("\nPIVA: interrupted (Ctrl+C); run the same command again to continue", file=sys.stderr)
+        return 3
+    except OSError as exc:
+        if not disk.is_disk_full(exc):
+            raise
+        where = exc.filename or getattr(args, "jobs", "") or "the job folder"
+        free = disk.free_bytes(Path(exc.filename).parent) if exc.filename else None
+        left = f", {disk.size_text(free)} free" if free is not None else ""
+        print(
+            f"PIVA: the disk is full: cannot write {where}{left}; free space on that disk or choose a job folder on "
+            "a larger disk (--jobs), then run the same command again",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 from torch import Tensor
 
+from backend.checkpoint import check_optimizer_state
+
 if TYPE_CHECKING:
     from backend.editing.base import NoisePredictor
 
@@ -177,10 +179,15 @@ class LoraPair:
             if len(tensors) != len(self.params[name]):
                 raise ValueError(f"adapter {name!r}: checkpoint has {len(tensors)} tensors, model {len(self.params[name])}")
             with torch.no_grad():
-                for p, value in zip(self.params[name], tensors):
+                for i, (p, value) in enumerate(zip(self.params[name], tensors)):
+                    if value.shape != p.shape:  # copy_ would broadcast a wrong shape silently
+                        raise ValueError(
+                            f"adapter {name!r} tensor {i}: checkpoint shape {tuple(value.shape)}, model {tuple(p.shape)}"
+                        )
                     p.copy_(value)
         for name, opt_state in state["optimizers"].items():
             self.optimizers[name].load_state_dict(opt_state)
+            check_optimizer_state(self.optimizers[name])
 
     def remove(self) -> None:
         """Delete both adapters: the model is the pretrained one again."""

@@ -131,16 +131,14 @@ class NGPField(nn.Module):
 
 def save_field(path_dir: str | Path, field_: NGPField) -> Path:
     """Write ``field_config.json`` and ``field.safetensors`` into ``path_dir`` (each atomically)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from blender_piva import contract
 
     path_dir = Path(path_dir)
     path_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in field_.state_dict().items()}
-    tmp = path_dir / f".{WEIGHTS_FILE}.tmp"
-    save_file(state, str(tmp))
-    tmp.replace(path_dir / WEIGHTS_FILE)
+    contract.write_bytes_atomic(path_dir / WEIGHTS_FILE, save(state))  # a full disk leaves no partial file
     config = dataclasses.asdict(field_.config)
     config["implementation"] = "torch" if field_.encoding.implementation == "torch" else "tcnn"
     contract.write_json_atomic(path_dir / CONFIG_FILE, config)

@@ -7,9 +7,11 @@ Loss per step, on a random batch of training rays (half on the object, half anyw
       + mask_weight  * mean |O - alpha|^2                  opacity vs the capture's alpha
 
 Resumable: every ``checkpoint_every`` steps (and on cancel) the model, optimizer, scheduler,
-occupancy grid, RNG state and step go to ``out_dir/checkpoints/reconstruct.pt`` (atomically); a
-later call with the same inputs resumes from it and ends bit-for-bit where an uninterrupted run
-ends: every random draw comes from one ``torch.Generator`` whose state is checkpointed.
+occupancy grid, RNG state and step go to ``out_dir/checkpoints/reconstruct.safetensors`` +
+``reconstruct.json`` (backend/checkpoint.py: no pickle, JSON last); a later call with the same
+inputs resumes from it and ends bit-for-bit where an uninterrupted run ends: every random draw
+comes from one ``torch.Generator`` whose state is checkpointed. A ``reconstruct.pt`` of an earlier
+version (a pickle) is never loaded.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from backend.checkpoint import (
+    STATE_SUFFIX,
+    CheckpointError,
+    check_optimizer_state,
+    checkpoint_exists,
+    checkpoint_paths,
+    legacy_checkpoint,
+    load_state,
+    restoring,
+    save_state,
+)
 from backend.data.capture_dataset import CaptureDataset, CaptureViews
 from backend.field.ngp_field import NGPField, NGPFieldConfig, save_field
 from backend.progress import JobCancelled, StageReporter
@@ -34,7 +46,10 @@ from backend.render.samplers import Sampler, make_sampler
 from backend.render.volume import render_image, render_rays
 from blender_piva import contract
 
-CHECKPOINT_NAME = "reconstruct.pt"
+CHECKPOINT_STEM = "reconstruct"
+"""``checkpoints/reconstruct.safetensors`` + ``checkpoints/reconstruct.json``."""
+CHECKPOINT_NAME = CHECKPOINT_STEM + STATE_SUFFIX
+"""The checkpoint's JSON, written last: present = a complete checkpoint."""
 FIELD_DIR = "field"
 
 
@@ -147,15 +162,18 @@ def fit_field(
     config = config or TrainerConfig()
     device = torch.device(device)
     out_dir = Path(out_dir)
-    ckpt_path = out_dir / contract.CHECKPOINT_DIR / CHECKPOINT_NAME
+    ckpt_path = out_dir / contract.CHECKPOINT_DIR / CHECKPOINT_STEM
     field_config = config.field or (NGPFieldConfig() if device.type == "cuda" else NGPFieldConfig.cpu_preset())
     field_config = dataclasses.replace(field_config, aabb=dataset.aabb.tolist())
     fingerprint = _fingerprint(settings, config, field_config, seed, dataset)
 
     state = _setup(field_config, settings, config, device, seed)
     rays = TrainingRays.from_capture(dataset, device)
-    if ckpt_path.is_file():
-        _load_checkpoint(ckpt_path, fingerprint, state, device)
+    old = legacy_checkpoint(ckpt_path)
+    if old is not None:
+        reporter.log(f"ignoring {old}: pickle checkpoints of earlier versions are never loaded (they can run code)")
+    if checkpoint_exists(ckpt_path):
+        _load_checkpoint(ckpt_path, fingerprint, state)
         reporter.log(f"resuming the fit from step {state.step} ({ckpt_path})")
 
     reporter.begin(settings.steps, f"fitting the field: {settings.steps} steps of {settings.rays_per_batch} rays")
@@ -296,9 +314,9 @@ def _fingerprint(settings, config: TrainerConfig, field_config: NGPFieldConfig, 
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _save_checkpoint(path: Path, fingerprint: str, state: FitState) -> None:
-    """Write ``state`` to ``path`` atomically (a killed write leaves the previous checkpoint)."""
-    payload = {
+def _save_checkpoint(stem: Path, fingerprint: str, state: FitState) -> None:
+    """Write ``state`` at ``stem`` (backend/checkpoint.py: a killed write never leaves a half checkpoint)."""
+    save_state(stem, {
         "step": state.step,
         "fingerprint": fingerprint,
         "field": state.field.state_dict(),
@@ -309,32 +327,24 @@ def _save_checkpoint(path: Path, fingerprint: str, state: FitState) -> None:
         "scaler": state.scaler.state_dict(),
         # nerfacc's CUDA sampler draws from the global CUDA RNG.
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(payload, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    })
 
 
-def _load_checkpoint(path: Path, fingerprint: str, state: FitState, device: torch.device) -> None:
-    """Restore ``state`` (step included) from ``path``; refuse a checkpoint of another fit."""
-    try:
-        payload = torch.load(path, map_location=device, weights_only=False)
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise RuntimeError(f"{path} is unreadable ({exc}); delete it to restart the fit from scratch") from None
+def _load_checkpoint(stem: Path, fingerprint: str, state: FitState) -> None:
+    """Restore ``state`` (step included) from ``stem``; refuse a checkpoint of another fit or a damaged one."""
+    payload = load_state(stem, stage="reconstruct")
     if payload.get("fingerprint") != fingerprint:
-        raise RuntimeError(
-            f"{path} belongs to a fit with other settings, seed or capture; delete {path.parent} to start over"
+        raise CheckpointError(
+            stem, f"{checkpoint_paths(stem)[0]} belongs to a fit with other settings, seed or capture", "reconstruct"
         )
-    state.field.load_state_dict(payload["field"])
-    state.optimizer.load_state_dict(payload["optimizer"])
-    state.scheduler.load_state_dict(payload["scheduler"])
-    state.sampler.load_state_dict(payload["sampler"])
-    state.generator.set_state(payload["generator"].cpu())  # generator states are CPU byte tensors
-    state.scaler.load_state_dict(payload["scaler"])
-    if payload["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in payload["cuda_rng"]])
-    state.step = int(payload["step"])
+    with restoring(stem, stage="reconstruct"):
+        state.field.load_state_dict(payload["field"])
+        state.optimizer.load_state_dict(payload["optimizer"])
+        check_optimizer_state(state.optimizer)
+        state.scheduler.load_state_dict(payload["scheduler"])
+        state.sampler.load_state_dict(payload["sampler"])
+        state.generator.set_state(payload["generator"])  # generator states are CPU byte tensors
+        state.scaler.load_state_dict(payload["scaler"])
+        if payload["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(payload["cuda_rng"])
+        state.step = int(payload["step"])

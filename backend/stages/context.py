@@ -1,7 +1,9 @@
 """What the runner hands every stage: the job, where events go, the device, and how to stop.
 
 A job stops when the user asks for it: ``cancel.json`` appears in the job folder (the extension's
-Cancel button) or the process receives SIGTERM (:func:`stop_on_sigterm`). Stages do not poll either
+Cancel button) or the process receives SIGTERM (:func:`stop_on_sigterm`). A cancel request older
+than the run (left by an earlier cancel) is not for this run and is ignored (see
+``contract.CancelRequest``). Stages do not poll either
 themselves: :meth:`JobContext.reporter` wires both into the :class:`~backend.progress.StageReporter`
 they pass down, and the stage's loop raises :class:`~backend.progress.JobCancelled` after
 checkpointing.
@@ -39,9 +41,10 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
 
 
-def cancel_requested(job_dir: Path) -> bool:
-    """True once the user asked the job in ``job_dir`` to stop (cancel file or SIGTERM)."""
-    return contract.cancel_requested(job_dir) or _SIGTERM_RECEIVED[0]
+def cancel_requested(job_dir: Path, since: float = 0.0) -> bool:
+    """True once the user asked the job in ``job_dir`` to stop: SIGTERM, or a cancel file written
+    at ``since`` (the run's start) or later."""
+    return _SIGTERM_RECEIVED[0] or contract.cancel_requested(job_dir, since=since)
 
 
 @dataclass
@@ -51,6 +54,8 @@ class JobContext:
     spec: contract.JobSpec
     events: contract.EventWriter
     device: object  # torch.device; typed loosely so importing this module needs no torch
+    started: float = 0.0
+    """When the run started (seconds since the epoch): older cancel requests are not for it."""
 
     def reporter(self, stage: str) -> StageReporter:
         job_dir = self.spec.job_dir
@@ -58,6 +63,6 @@ class JobContext:
             stage=stage,
             events=self.events,
             preview_dir=job_dir / contract.PREVIEW_DIR,
-            cancel_check=lambda: cancel_requested(job_dir),
+            cancel_check=lambda: cancel_requested(job_dir, self.started),
             min_interval_s=0.2,
         )

@@ -1,14 +1,18 @@
-"""The edit stage: load the fitted field and the diffusion model, run the chosen method."""
+"""The edit stage: load the fitted field and the diffusion model, run the chosen method.
+
+``JOB/edit`` is used only when its owner marker says it was made from this reconstruction with
+these prompts, seed and settings (``folders.py``); a folder holding anything else stops the job.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from blender_piva import contract
 
 from ..diffusion.hub import DEFAULT_CONTROLNETS
+from . import folders
 from .context import JobContext, StageError
 
 if TYPE_CHECKING:
@@ -49,6 +53,7 @@ def model_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 def run(ctx: JobContext) -> dict:
+    from ..checkpoint import CheckpointError
     from ..diffusion.model import DiffusionModel, ModelLoadError
     from ..edit3d import edit_field
     from ..editing.registry import MethodConfigError, build_config, method_class
@@ -56,11 +61,17 @@ def run(ctx: JobContext) -> dict:
 
     spec = ctx.spec
     out_dir = spec.job_dir / "edit"
-    done_marker = out_dir / "metrics.json"
-    if done_marker.is_file() and (out_dir / "field").is_dir():
+    reconstruction = folders.finished_owner(
+        spec.reconstruction_path, "reconstruction", folders.reconstruction_inputs(spec), needed_by="edit"
+    )
+    owner = folders.claim(out_dir, "edit", folders.edit_inputs(spec, reconstruction.fingerprint))
+    reused = folders.finished_field(out_dir, owner)
+    if reused is not None:
         ctx.events.emit("log", stage="edit", message="edit already done; reusing it")
-        return {"metrics": json.loads(done_marker.read_text())}
-    field_dir = spec.reconstruction_path / "field"
+        return {"metrics": reused}
+    if owner.done:  # marked done, but its field or metrics do not load: edit again
+        owner = contract.set_state(out_dir, owner, "working")
+    field_dir = spec.reconstruction_path / folders.FIELD_DIR
     try:
         original = load_field(field_dir, device=ctx.device)
     except FileNotFoundError as exc:
@@ -83,7 +94,10 @@ def run(ctx: JobContext) -> dict:
     method = method_class(spec.edit.method)(config, model)
     try:
         metrics = edit_field(original, model, method, spec, out_dir, device=device, reporter=ctx.reporter("edit"))
+    except CheckpointError as exc:
+        raise StageError(exc.what, exc.hint) from None
     finally:
         method.close()
-    contract.write_json_atomic(done_marker, metrics)
+    contract.write_json_atomic(out_dir / folders.METRICS_FILE, metrics)
+    contract.set_state(out_dir, owner, "done")
     return {"metrics": metrics}

@@ -1,4 +1,8 @@
-"""The export stage: the edited field (or the reconstruction when no edit ran) as a textured mesh."""
+"""The export stage: the edited field (or the reconstruction when no edit ran) as a textured mesh.
+
+``JOB/export`` records what was exported (``export.json``); it is reused only when its owner marker
+says it was made from this field with these settings and every file it lists is in ``results/``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,10 @@ import numpy as np
 from blender_piva import contract
 from blender_piva.contract.capture import LightRig
 
+from . import folders
 from .context import JobContext, StageError
+
+RECORD_FILE = "export.json"
 
 
 def run(ctx: JobContext) -> dict:
@@ -19,15 +26,22 @@ def run(ctx: JobContext) -> dict:
 
     spec = ctx.spec
     results = spec.results_path
-    done_marker = spec.job_dir / "export" / "export.json"
-    if done_marker.is_file():
-        record = json.loads(done_marker.read_text())
-        if all((results / name).is_file() for name in record["files"].values()):
-            ctx.events.emit("log", stage="export", message="export already done; reusing it")
-            return record
-    field_dir = spec.job_dir / "edit" / "field"
-    if "edit" not in spec.stages or not field_dir.is_dir():
-        field_dir = spec.reconstruction_path / "field"
+    out_dir = spec.job_dir / "export"
+    source_dir = spec.reconstruction_path
+    source = folders.finished_owner(source_dir, "reconstruction", folders.reconstruction_inputs(spec), needed_by="export")
+    if "edit" in spec.stages:
+        source_dir = spec.job_dir / "edit"
+        source = folders.finished_owner(
+            source_dir, "edit", folders.edit_inputs(spec, source.fingerprint), needed_by="export"
+        )
+    owner = folders.claim(out_dir, "export", folders.export_inputs(spec, source.fingerprint))
+    reused = _finished_record(out_dir, owner, results)
+    if reused is not None:
+        ctx.events.emit("log", stage="export", message="export already done; reusing it")
+        return reused
+    if owner.done:  # marked done, but its record or a result file is missing: export again
+        owner = contract.set_state(out_dir, owner, "working")
+    field_dir = source_dir / folders.FIELD_DIR
     try:
         field = load_field(field_dir, device=ctx.device)
     except FileNotFoundError as exc:
@@ -56,5 +70,20 @@ def run(ctx: JobContext) -> dict:
     metrics = {f"export_{k}_seconds": float(v) for k, v in out["timings_s"].items()}
     metrics["export_faces"] = float(out["faces"].get("decimate", out["faces"].get("final", 0)) or 0)
     record = {"files": out["files"], "metrics": metrics}
-    contract.write_json_atomic(done_marker, record)
+    contract.write_json_atomic(out_dir / RECORD_FILE, record)
+    contract.set_state(out_dir, owner, "done")
     return record
+
+
+def _finished_record(out_dir, owner: contract.FolderOwner, results) -> dict | None:
+    """The record of a finished export: marker done, ``export.json`` readable, every listed file
+    present and non-empty in ``results/``; else None."""
+    if not owner.done:
+        return None
+    try:
+        record = json.loads((out_dir / RECORD_FILE).read_text(encoding="utf-8"))
+        files = record["files"]
+        present = all((results / name).is_file() and (results / name).stat().st_size > 0 for name in files.values())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        return None
+    return record if present else None

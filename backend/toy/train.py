@@ -6,6 +6,10 @@ Two phases, both resumable from checkpoints in a work folder:
    classifier-free dropout of the prompt, random horizontal flips and an EMA of the weights;
 2. a depth ControlNet initialised from the (EMA) UNet's encoder, trained with the UNet and text
    encoder frozen, on the same images and their depth condition (backend/diffusion/control.py).
+
+Checkpoints: ``WORK/base.safetensors`` + ``base.json`` and ``WORK/controlnet.safetensors`` +
+``controlnet.json`` (backend/checkpoint.py: no pickle). The ``base.pt`` / ``controlnet.pt``
+pickles of earlier versions are never loaded.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..checkpoint import check_optimizer_state, checkpoint_exists, legacy_checkpoint, load_state, restoring, save_state
 from ..diffusion.control import depth_to_control
 from .components import ToyModelConfig, build_controlnet, build_scheduler, build_text_encoder, build_unet
 
@@ -121,10 +126,18 @@ def _noisy(x0: Tensor, alphas_cumprod: Tensor, g: torch.Generator) -> tuple[Tens
     return a.sqrt() * x0 + (1 - a).sqrt() * eps, t, eps
 
 
-def _save(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+BASE_CHECKPOINT = "base"
+"""Phase 1's checkpoint: ``WORK/base.safetensors`` + ``WORK/base.json``."""
+CONTROLNET_CHECKPOINT = "controlnet"
+"""Phase 2's checkpoint: ``WORK/controlnet.safetensors`` + ``WORK/controlnet.json``."""
+
+
+def _resume(stem: Path, stage: str, log: Callable[[str], None]) -> dict | None:
+    """The state saved at ``stem``, or None to start from scratch; an old pickle there is only reported."""
+    old = legacy_checkpoint(stem)
+    if old is not None:
+        log(f"{stage}: ignoring {old}: pickle checkpoints of earlier versions are never loaded (they can run code)")
+    return load_state(stem, stage=stage) if checkpoint_exists(stem) else None
 
 
 def train_base(
@@ -137,7 +150,7 @@ def train_base(
 ):
     """Phase 1. Returns (text_encoder, unet) with the EMA weights."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = work_dir / "base.pt"
+    ckpt = work_dir / BASE_CHECKPOINT
     torch.manual_seed(config.seed)
     text_encoder, unet = build_text_encoder(model_config), build_unet(model_config)
     ema_te, ema_unet = copy.deepcopy(text_encoder), copy.deepcopy(unet)
@@ -145,13 +158,15 @@ def train_base(
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=1e-4)
     g = torch.Generator().manual_seed(config.seed)
     start = 0
-    if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
-        for module, key in ((text_encoder, "te"), (unet, "unet"), (ema_te, "ema_te"), (ema_unet, "ema_unet")):
-            module.load_state_dict(state[key])
-        optimizer.load_state_dict(state["optimizer"])
-        g.set_state(state["generator"])
-        start = state["step"]
+    state = _resume(ckpt, "toy phase-1 training", log)
+    if state is not None:
+        with restoring(ckpt, stage="toy phase-1 training"):
+            for module, key in ((text_encoder, "te"), (unet, "unet"), (ema_te, "ema_te"), (ema_unet, "ema_unet")):
+                module.load_state_dict(state[key])
+            optimizer.load_state_dict(state["optimizer"])
+            check_optimizer_state(optimizer)
+            g.set_state(state["generator"])
+            start = int(state["step"])
         log(f"phase 1: resuming at step {start}")
     alphas = build_scheduler(model_config).alphas_cumprod.float()
     ids = tokenize(tokenizer, dataset.prompts)
@@ -179,9 +194,9 @@ def train_base(
             rate = (time.perf_counter() - clock) / (done - start)
             log(f"phase 1: step {done}/{config.steps} loss {loss.item():.4f} ({rate:.2f} s/step)")
         if done % config.checkpoint_every == 0 or done == config.steps:
-            _save(ckpt, {"step": done, "te": text_encoder.state_dict(), "unet": unet.state_dict(),
-                         "ema_te": ema_te.state_dict(), "ema_unet": ema_unet.state_dict(),
-                         "optimizer": optimizer.state_dict(), "generator": g.get_state()})
+            save_state(ckpt, {"step": done, "te": text_encoder.state_dict(), "unet": unet.state_dict(),
+                              "ema_te": ema_te.state_dict(), "ema_unet": ema_unet.state_dict(),
+                              "optimizer": optimizer.state_dict(), "generator": g.get_state()})
     return ema_te.eval(), ema_unet.eval()
 
 
@@ -196,18 +211,20 @@ def train_controlnet(
     log: Callable[[str], None] = print,
 ):
     """Phase 2: the depth ControlNet on the frozen phase-1 model. Returns the ControlNet."""
-    ckpt = work_dir / "controlnet.pt"
+    ckpt = work_dir / CONTROLNET_CHECKPOINT
     torch.manual_seed(config.seed + 1)
     controlnet = build_controlnet(unet)
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=config.learning_rate * 0.5, weight_decay=1e-4)
     g = torch.Generator().manual_seed(config.seed + 1)
     start = 0
-    if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
-        controlnet.load_state_dict(state["controlnet"])
-        optimizer.load_state_dict(state["optimizer"])
-        g.set_state(state["generator"])
-        start = state["step"]
+    state = _resume(ckpt, "toy phase-2 training", log)
+    if state is not None:
+        with restoring(ckpt, stage="toy phase-2 training"):
+            controlnet.load_state_dict(state["controlnet"])
+            optimizer.load_state_dict(state["optimizer"])
+            check_optimizer_state(optimizer)
+            g.set_state(state["generator"])
+            start = int(state["step"])
         log(f"phase 2: resuming at step {start}")
     text_encoder.requires_grad_(False).eval()
     unet.requires_grad_(False).eval()
@@ -236,8 +253,8 @@ def train_controlnet(
             rate = (time.perf_counter() - clock) / (done - start)
             log(f"phase 2: step {done}/{config.controlnet_steps} loss {loss.item():.4f} ({rate:.2f} s/step)")
         if done % config.checkpoint_every == 0 or done == config.controlnet_steps:
-            _save(ckpt, {"step": done, "controlnet": controlnet.state_dict(), "optimizer": optimizer.state_dict(),
-                         "generator": g.get_state()})
+            save_state(ckpt, {"step": done, "controlnet": controlnet.state_dict(), "optimizer": optimizer.state_dict(),
+                              "generator": g.get_state()})
     return controlnet.eval()
 
 

@@ -23,7 +23,7 @@ def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
+    tmp = temp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -31,9 +31,21 @@ def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.remove(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a failed write names no file: say which one (e.g. on a full disk)
         raise
+
+
+def temp_path(path: str | os.PathLike) -> Path:
+    """Where a write of ``path`` keeps its temporary: ``.NAME.PID.HEX.tmp`` beside it.
+
+    The writer's process id in the name lets the next run remove the temporaries of a process
+    that died mid-write (``leftovers.remove_dead_leftovers``); use it for every temporary file.
+    """
+    path = Path(path)
+    return path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ._schema import ContractError, check_int, check_version, from_dict, to_jsonable
-from .atomic import write_json_atomic
+from .atomic import temp_path, write_json_atomic
 from .layout import CANCEL_FILE, CONTRACT_VERSION, EVENT_TYPES, STAGES
 
 @dataclass
@@ -76,11 +76,24 @@ class EventWriter:
         self._echo = echo
 
     def emit(self, event_type: str, **fields: Any) -> Event:
+        """Append one event; a failed write (a full disk) leaves no partial line behind and raises."""
         event = Event(type=event_type, time=time.time(), **fields).validate()
         line = event.to_json()
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-            fh.flush()
+        data = (line + "\n").encode("utf-8")
+        with open(self.path, "ab", buffering=0) as fh:
+            start = fh.seek(0, os.SEEK_END)
+            try:
+                done = 0
+                while done < len(data):
+                    done += fh.write(data[done:])
+            except OSError as exc:
+                try:
+                    fh.truncate(start)
+                except OSError:
+                    pass  # not a regular file (a pipe, /dev/full): nothing to take back
+                if exc.filename is None:
+                    exc.filename = str(self.path)
+                raise
         if self._echo is not None:
             self._echo(line)
         return event
@@ -116,11 +129,20 @@ class EventReader:
 
 @dataclass
 class CancelRequest:
-    """Written to ``cancel.json`` by the extension; the backend checkpoints and stops."""
+    """Written to ``cancel.json`` by the extension; the backend checkpoints and stops.
+
+    A request is meant for the run that is going on when it is written: a run honours only
+    requests whose ``time`` is not older than its own start (the extension passes the moment it
+    launched the backend, ``python -m backend run --run-started``; else the backend's own start)
+    and removes older ones when it begins (:func:`clear_stale_cancel`), so a ``cancel.json`` left
+    by an earlier cancel never stops a later run. A file that is not a valid request counts with
+    its modification time.
+    """
 
     reason: str = "user"
     """Why: ``user`` (Cancel button), ``release`` (Release backend), ``shutdown`` (Blender quits)."""
     time: float = 0.0
+    """When it was written (seconds since the epoch)."""
     contract: int = CONTRACT_VERSION
 
 
@@ -131,8 +153,60 @@ def request_cancel(job_dir: str | os.PathLike, reason: str = "user") -> Path:
     return path
 
 
-def cancel_requested(job_dir: str | os.PathLike) -> bool:
-    return (Path(job_dir) / CANCEL_FILE).exists()
+def cancel_time(job_dir: str | os.PathLike) -> float | None:
+    """When the pending request in ``job_dir`` was made; None when there is none.
+
+    A ``cancel.json`` that is not a valid request (hand-written, an older writer) counts from its
+    modification time."""
+    return _request_time(Path(job_dir) / CANCEL_FILE)
+
+
+def cancel_requested(job_dir: str | os.PathLike, since: float | None = None) -> bool:
+    """True when ``job_dir`` holds a cancel request not older than ``since`` (None: any request)."""
+    if since is None:
+        return (Path(job_dir) / CANCEL_FILE).exists()
+    made = cancel_time(job_dir)
+    return made is not None and made >= since
+
+
+def clear_stale_cancel(job_dir: str | os.PathLike, since: float) -> bool:
+    """Remove a cancel request older than ``since`` (a run's start); True if one was removed.
+
+    The request is first renamed aside, so that one written meanwhile by the extension (a fresh
+    Cancel) is never lost: a fresh request found aside is put back.
+    """
+    path = Path(job_dir) / CANCEL_FILE
+    made = _request_time(path)
+    if made is None or made >= since:
+        return False
+    aside = temp_path(path)  # named like any temporary: removed with the leftovers if we die here
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return False
+    made = _request_time(aside)
+    if made is not None and made >= since and not path.exists():
+        os.replace(aside, path)  # a Cancel arrived between the two reads: keep it
+        return False
+    os.remove(aside)
+    return True
+
+
+def _request_time(path: Path) -> float | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return time.time()  # there but unreadable: counts as made now (honoured)
+    try:
+        made = json.loads(text).get("time")
+    except (json.JSONDecodeError, AttributeError):
+        made = None
+    if isinstance(made, bool) or not isinstance(made, (int, float)) or made <= 0:
+        return mtime
+    return float(made)
 
 
 def clear_cancel(job_dir: str | os.PathLike) -> None:

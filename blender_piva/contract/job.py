@@ -1,4 +1,11 @@
-"""The job spec (``job.json``): one edit of one object, written by the extension, read by the backend."""
+"""The job spec (``job.json``): one edit of one object, written by the extension, read by the backend.
+
+Paths: ``output_dir`` is absolute and is the folder of the job file (the backend refuses a
+``job.json`` outside it). ``capture_dir`` and ``reconstruction_dir`` may be relative: they are
+resolved against the job file's folder (``output_dir``), never against the current folder of the
+process that reads the spec, so ``"capture_dir": "../shared/capture"`` means the same folder to the
+extension, to the backend and to a script started anywhere.
+"""
 
 from __future__ import annotations
 
@@ -29,9 +36,11 @@ class JobSpec:
     output_dir: str
     """The job folder (absolute path); every file of the job lives under it."""
     capture_dir: str = ""
-    """Folder holding ``transforms.json``; empty = ``OUTPUT_DIR/capture``. May be shared by jobs."""
+    """Folder holding ``transforms.json``; empty = ``OUTPUT_DIR/capture``; a relative path is
+    resolved against ``OUTPUT_DIR`` (the job file's folder). May be shared by jobs."""
     reconstruction_dir: str = ""
-    """Folder of the fitted field; empty = ``OUTPUT_DIR/reconstruction``. May be shared by jobs."""
+    """Folder of the fitted field; empty = ``OUTPUT_DIR/reconstruction``; a relative path is
+    resolved against ``OUTPUT_DIR`` (the job file's folder). May be shared by jobs."""
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     """Backend stages to run, a subsequence of STAGES; empty = only validate the job and capture."""
     device: str = "auto"
@@ -54,11 +63,28 @@ class JobSpec:
 
     @property
     def capture_path(self) -> Path:
-        return Path(self.capture_dir) if self.capture_dir else self.job_dir / CAPTURE_DIR
+        return self._in_job_dir(self.capture_dir or CAPTURE_DIR)
 
     @property
     def reconstruction_path(self) -> Path:
-        return Path(self.reconstruction_dir) if self.reconstruction_dir else self.job_dir / "reconstruction"
+        return self._in_job_dir(self.reconstruction_dir or "reconstruction")
+
+    def _in_job_dir(self, path: str) -> Path:
+        """``path`` if absolute, else resolved against the job folder (``..`` folded away)."""
+        return Path(path) if os.path.isabs(path) else Path(os.path.normpath(self.job_dir / path))
+
+    def owner_inputs(self) -> dict[str, Any]:
+        """What the job folder's owner marker (``contract.ownership``) fingerprints: which object,
+        which edit (prompts, method, seed). The settings are fingerprinted by the folders they
+        shape (capture, reconstruction, ``edit/``, ``export/``); the stages to run, the device and
+        the paths are not part of the job's identity."""
+        return {
+            "object_name": self.object_name,
+            "source_prompt": self.source_prompt,
+            "target_prompt": self.target_prompt,
+            "method": self.edit.method,
+            "seed": self.seed,
+        }
 
     @property
     def results_path(self) -> Path:
@@ -90,6 +116,11 @@ class JobSpec:
         check_int(self.seed, "seed", 0, 2**31 - 1)
         self.capture.validate()
         self.reconstruct.validate()
+        if "reconstruct" in self.stages and self.reconstruct.steps < 1:
+            raise ContractError(
+                "reconstruct.steps", "is 0 but the reconstruct stage runs: a fit needs at least one step",
+                "integers 1..10000000, or leave reconstruct out of the stages",
+            )
         self.edit.validate()
         self.export.validate()
         self.model.validate()

@@ -3,10 +3,12 @@
 Layout of a job folder::
 
     JOB/
+      .piva-owner.json      which job made the folder (ownership.FolderOwner); so does every
+                            capture, reconstruction, edit/ and export/ folder
       job.json              the spec (job.JobSpec)
       capture/              written by the extension: transforms.json, images/, depth/ (capture.py)
       events.jsonl          appended by the backend, one events.Event per line
-      cancel.json           present = please stop (events.CancelRequest)
+      cancel.json           present = please stop the run going on (events.CancelRequest; older = stale)
       backend.log           the backend's stderr
       checkpoints/          resumable state of every stage
       previews/             preview renders referenced by events
@@ -29,6 +31,13 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 STAGES = ("reconstruct", "edit", "export")
 """Backend stages, in order. Capture (before) and import (after) happen in Blender."""
+
+MEMORY_SETTINGS = {
+    "reconstruct": "reconstruct.rays_per_batch",
+    "edit": "edit.render_resolution",
+    "export": "export.grid_resolution",
+}
+"""Stage -> the setting that drives its peak memory: what an out-of-memory error says to lower."""
 
 EVENT_TYPES = ("started", "stage", "progress", "preview", "log", "finished", "cancelled", "error")
 """Kinds of event a backend may emit (see :class:`Event`)."""

@@ -13,12 +13,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .. import contract
+from ..contract.layout import MEMORY_SETTINGS
 
 TERMINAL_EVENTS = ("finished", "cancelled", "error")
 
@@ -58,9 +60,80 @@ class BackendConfig:
         return str(guess) if guess is not None else ""
 
 
+BACKEND_PACKAGES = (
+    "backend", "torch", "numpy", "diffusers", "transformers", "peft", "safetensors", "PIL", "mcubes", "xatlas",
+)
+"""What the backend Python must provide (``backend`` itself through the backend folder); the
+optional ones (nerfacc, tinycudann) are reported by ``python -m backend check``."""
+
+_PROBED: set[tuple[str, str]] = set()
+"""(python, backend folder) pairs that passed :func:`check_backend_python` in this process."""
+
+_PROBE = (
+    "import importlib.util, sys\n"
+    "missing = [n for n in sys.argv[1:] if importlib.util.find_spec(n) is None]\n"
+    "print(' '.join(missing))\n"
+)
+
+
+def backend_env(config: BackendConfig) -> dict[str, str]:
+    """The environment of a backend process: this one without Python overrides, the backend folder
+    on PYTHONPATH, unbuffered output, and ``config.env``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP")}
+    root = config.resolved_root()
+    if root:
+        env["PYTHONPATH"] = root
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(config.env)
+    return env
+
+
+def check_backend_python(config: BackendConfig, timeout_s: float = 60.0) -> str:
+    """Check, before any work, that the backend Python exists and has the backend and its packages;
+    returns the interpreter. A quick probe (``importlib.util.find_spec``, nothing is imported),
+    cached per (python, backend folder) for this process. Raises :class:`BackendError` with the fix."""
+    python = config.resolved_python()
+    if not (Path(python).exists() or shutil.which(python)):
+        raise BackendError(
+            f"the backend Python {python!r} does not exist. Fix the path in the add-on preferences "
+            "(or --python) or run `python3.11 build.py setup` in the repository"
+        )
+    key = (python, config.resolved_root())
+    if key in _PROBED:
+        return python
+    try:
+        out = subprocess.run(
+            [python, "-c", _PROBE, *BACKEND_PACKAGES], check=False, capture_output=True, text=True, timeout=timeout_s,
+            env=backend_env(config), stdin=subprocess.DEVNULL, cwd=tempfile.gettempdir(),
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BackendError(
+            f"cannot run the backend Python {python!r}: {exc}; fix Backend Python in the add-on preferences"
+        ) from None
+    if out.returncode != 0:
+        tail = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        raise BackendError(
+            f"the backend Python {python!r} does not run ({tail}); fix Backend Python in the add-on preferences"
+        )
+    missing = out.stdout.split()
+    if "backend" in missing:
+        raise BackendError(
+            f"the backend Python {python!r} cannot import the 'backend' package (backend folder: "
+            f"{key[1] or 'none set'}); set Backend folder in the add-on preferences to the folder that holds backend/"
+        )
+    if missing:
+        raise BackendError(
+            f"the backend Python {python!r} lacks {', '.join(missing)}; set Backend Python in the add-on preferences "
+            "(or --python) to the environment made by `python3.11 build.py setup` (e.g. REPO/.venv/bin/python), "
+            "or install requirements.txt into it"
+        )
+    _PROBED.add(key)
+    return python
+
+
 def default_repo_root() -> Path | None:
     """The repository this extension was loaded from, when it is a development checkout."""
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]  # REPO/blender_piva/core/backend_process.py
     return here if (here / "backend" / "__init__.py").is_file() else None
 
 
@@ -89,6 +162,9 @@ class BackendProcess:
         self.reader = contract.EventReader(self.job_dir / contract.EVENTS_FILE)
         self.last_event: contract.Event | None = None
         self.terminal: contract.Event | None = None
+        self.started: float = 0.0
+        """When :meth:`start` launched the backend (seconds since the epoch); cancel requests
+        older than it are stale for this run."""
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -101,22 +177,19 @@ class BackendProcess:
                 "or run `python3.11 build.py setup` in the repository"
             )
         contract.clear_cancel(self.job_dir)
+        # The run starts now: a Cancel written from here on is for it, anything older is stale.
+        self.started = time.time()
         # Events from an earlier (cancelled or crashed) run stay in the file for the record; we
         # only follow what this run appends.
         events_path = self.job_dir / contract.EVENTS_FILE
         self.reader = contract.EventReader(events_path)
         if events_path.exists():
             self.reader._offset = events_path.stat().st_size  # noqa: SLF001 - start at the end
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP")}
-        root = self.config.resolved_root()
-        if root:
-            env["PYTHONPATH"] = root
-        env["PYTHONUNBUFFERED"] = "1"
-        env.update(self.config.env)
+        env = backend_env(self.config)
         log = open(self.log_path, "ab")
         try:
             self.process = subprocess.Popen(
-                [python, "-m", "backend", "run", str(self.job_file)],
+                [python, "-m", "backend", "run", str(self.job_file), "--run-started", repr(self.started)],
                 cwd=str(self.job_dir),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -154,6 +227,21 @@ class BackendProcess:
         code = self.process.returncode
         event = self.terminal
         if event is None:
+            full = self._disk_full()
+            if full is not None:
+                return BackendOutcome("error", code, message=full[0], hint=full[1], log_path=str(self.log_path))
+            if code == -signal.SIGKILL:  # not us (kill() is Ctrl+C's third press): most often the kernel's OOM killer
+                stage = self.last_event.stage if self.last_event is not None and self.last_event.stage else ""
+                setting = MEMORY_SETTINGS.get(stage, "the stage's size settings")
+                where = f" in the {stage} stage" if stage else ""
+                return BackendOutcome(
+                    status="error",
+                    returncode=code,
+                    message=f"the backend stopped without a result (killed by SIGKILL{where})",
+                    hint=f"it crashed or was killed, most often by the system when memory runs out: lower {setting} "
+                    f"and run the job again to resume from its last checkpoint; the log is {self.log_path}",
+                    log_path=str(self.log_path),
+                )
             return BackendOutcome(
                 status="error",
                 returncode=code,
@@ -170,9 +258,35 @@ class BackendProcess:
             log_path=str(self.log_path),
         )
 
+    def _disk_full(self) -> tuple[str, str] | None:
+        """(message, hint) when the job's disk has less room than the job needs: the likely reason a
+        backend died without even writing its error event."""
+        from ..contract import disk
+
+        try:
+            spec = contract.load_job(self.job_file)
+        except contract.ContractError:
+            return None
+        need = disk.job_bytes(spec, capture=False)
+        free = disk.free_bytes(self.job_dir)
+        if free is None or free >= min(need, 16 * 2**20):
+            return None
+        message, hint = disk.disk_full_message(self.job_dir, need, "the job")
+        return f"the backend stopped without a result: {message}", hint
+
     def cancel(self, reason: str = "user") -> None:
         """Ask the backend to checkpoint and stop; it notices at its next step."""
         contract.request_cancel(self.job_dir, reason)
+
+    def terminate(self) -> None:
+        """SIGTERM: the backend treats it as a cancel (checkpoint, then stop), without waiting for
+        its next look at cancel.json."""
+        if self.running:
+            assert self.process is not None
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
     def kill(self) -> None:
         """Stop the process now (it may lose the steps since its last checkpoint)."""
@@ -197,24 +311,52 @@ class BackendProcess:
         *,
         poll_interval_s: float = 0.1,
         should_cancel: Callable[[], bool] | None = None,
+        on_interrupt: Callable[[str], None] | None = None,
     ) -> BackendOutcome:
-        """The blocking path: follow the run to its end, passing every event to ``on_event``."""
+        """The blocking path: follow the run to its end, passing every event to ``on_event``.
+
+        Ctrl+C (KeyboardInterrupt) never leaves the backend running unattended: the first asks it
+        to cancel (it checkpoints and exits; the job resumes when run again), the second sends it
+        SIGTERM (also a cancel, noticed at once), a third kills it (the steps since its last
+        checkpoint are lost). Each time ``on_interrupt`` gets a line for the user.
+        """
         if self.process is None:
             raise BackendError("the backend was not started")
         cancel_sent = False
+        interrupts = 0
         while True:
-            exited = self.process.poll() is not None  # read before the events: none can follow exit
-            for event in self.poll():
-                if on_event is not None:
-                    on_event(event)
-            if exited:
-                outcome = self.outcome()
-                assert outcome is not None
-                return outcome
-            if should_cancel is not None and not cancel_sent and should_cancel():
-                self.cancel()
-                cancel_sent = True
-            time.sleep(poll_interval_s)
+            try:
+                exited = self.process.poll() is not None  # read before the events: none can follow exit
+                for event in self.poll():
+                    if on_event is not None:
+                        on_event(event)
+                if exited:
+                    outcome = self.outcome()
+                    assert outcome is not None
+                    if interrupts and outcome.status == "error" and self.terminal is None:
+                        outcome = BackendOutcome(
+                            "cancelled", outcome.returncode, "the backend was stopped (Ctrl+C)",
+                            "run the same job again to resume from its last checkpoint", log_path=str(self.log_path),
+                        )
+                    return outcome
+                if should_cancel is not None and not cancel_sent and should_cancel():
+                    self.cancel()
+                    cancel_sent = True
+                time.sleep(poll_interval_s)
+            except KeyboardInterrupt:
+                interrupts += 1
+                if interrupts == 1:
+                    self.cancel("user")
+                    cancel_sent = True
+                    notice = "cancelling: the backend saves a checkpoint and stops (Ctrl+C again stops it at once)"
+                elif interrupts == 2:
+                    self.terminate()
+                    notice = "stopping the backend now (SIGTERM; press Ctrl+C again to kill it, losing recent steps)"
+                else:
+                    self.kill()
+                    notice = "killed the backend; the job resumes from its last checkpoint"
+                if on_interrupt is not None:
+                    on_interrupt(notice)
 
 
 def python_of_this_process() -> str:

@@ -27,8 +27,10 @@ from .. import contract
 CACHE_DIR = "cache"
 """Folder under the job root that holds the cache entries."""
 
-CACHE_FORMAT = 1
-"""Bumped when the layout or the meaning of a cached file changes: old entries stop matching."""
+CACHE_FORMAT = 2
+"""Bumped when the layout or the meaning of a cached file changes: old entries stop matching.
+2: entries carry owner markers (``contract.ownership``); entries of format 1 have none, and the
+backend would refuse them as folders it did not write."""
 
 FIT_SETTINGS_IGNORED = ("checkpoint_every", "preview_every")
 """ReconstructSettings fields that do not change the fitted field (left out of FIT_KEY)."""

@@ -37,9 +37,19 @@ def read_exr(path: str | PathLike) -> dict[str, np.ndarray]:
 
     Returns ``{full channel name: float32 array [H, W]}``, row 0 at the top of the image (EXR's
     own order). In multipart files the channel names already carry the layer and pass
-    (``ViewLayer.Depth.Z``); a part's ``name`` is not prefixed again.
+    (``ViewLayer.Depth.Z``); a part's ``name`` is not prefixed again. A truncated or damaged
+    file is an :class:`ExrError` naming it.
     """
     data = Path(path).read_bytes()
+    try:
+        return _read_exr(data, path)
+    except (struct.error, IndexError, ValueError) as exc:
+        if isinstance(exc, ExrError):
+            raise
+        raise ExrError(f"{path}: the file is truncated or damaged ({exc})") from None
+
+
+def _read_exr(data: bytes, path: str | PathLike) -> dict[str, np.ndarray]:
     if len(data) < 8:
         raise ExrError(f"{path}: file is too short to be an EXR")
     magic, version = struct.unpack_from("<ii", data, 0)

@@ -62,19 +62,32 @@ def decode_png(data: bytes) -> np.ndarray:
     pos = len(_SIGNATURE)
     header = None
     idat = []
+    ended = False
     while pos < len(data):
+        if pos + 12 > len(data):
+            raise PngError(f"the file is truncated (a chunk header is cut off at byte {pos} of {len(data)})")
         (length,) = struct.unpack_from(">I", data, pos)
         kind = data[pos + 4 : pos + 8]
+        if pos + 12 + length > len(data):
+            raise PngError(f"the file is truncated (its {kind.decode('latin-1')!r} chunk ends past byte {len(data)})")
         body = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack_from(">I", data, pos + 8 + length)
+        if crc != zlib.crc32(kind + body) & 0xFFFFFFFF:
+            raise PngError(f"the file is damaged (checksum of its {kind.decode('latin-1')!r} chunk does not match)")
         pos += 12 + length
         if kind == b"IHDR":
+            if length != 13:
+                raise PngError(f"the file is damaged (IHDR chunk of {length} bytes, not 13)")
             header = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":
             idat.append(body)
         elif kind == b"IEND":
+            ended = True
             break
     if header is None:
         raise PngError("PNG has no IHDR chunk")
+    if not ended:
+        raise PngError("the file is truncated (it has no IEND chunk)")
     width, height, bit_depth, color_type, _compression, _filter, interlace = header
     if bit_depth not in (8, 16) or color_type not in _CHANNELS:
         raise PngError(f"unsupported PNG: bit depth {bit_depth}, colour type {color_type} (need 8/16-bit, no palette)")
@@ -83,7 +96,10 @@ def decode_png(data: bytes) -> np.ndarray:
     channels = _CHANNELS[color_type]
     bpp = channels * bit_depth // 8
     stride = width * bpp
-    raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)
+    try:
+        raw = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8)
+    except zlib.error as exc:
+        raise PngError(f"the file is damaged (its image data does not decompress: {exc})") from None
     if raw.size != height * (stride + 1):
         raise PngError(f"PNG data has {raw.size} bytes, expected {height * (stride + 1)}; the file is damaged")
     raw = raw.reshape(height, stride + 1)
@@ -98,8 +114,11 @@ def decode_png(data: bytes) -> np.ndarray:
 
 
 def read_png(path: str | PathLike) -> np.ndarray:
-    """Read a PNG file (see :func:`decode_png`)."""
-    return decode_png(Path(path).read_bytes())
+    """Read a PNG file (see :func:`decode_png`); a :class:`PngError` names the file."""
+    try:
+        return decode_png(Path(path).read_bytes())
+    except PngError as exc:
+        raise PngError(f"{path}: {exc}") from None
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

@@ -197,21 +197,73 @@ def load_queue(path: str | os.PathLike) -> BatchQueue:
         unknown = set(raw) - known
         if unknown:
             raise contract.ContractError(f"queue.items[{index}]", f"unknown fields {sorted(unknown)}", ", ".join(sorted(known)))
+        for name, value in raw.items():
+            _check_type(f"queue.items[{index}].{name}", value, ITEM_TYPES[name])
         item = QueueItem(**raw)
         if item.status not in ITEM_STATES:
             raise contract.ContractError(f"queue.items[{index}].status", f"unknown state {item.status!r}", ", ".join(ITEM_STATES))
         items.append(item)
     if data.get("kind") not in KINDS:
         raise contract.ContractError("queue.kind", f"unknown kind {data.get('kind')!r}", ", ".join(KINDS))
+    for name in ("batch_id", "created", "blend_file"):
+        if name in data:
+            _check_type(f"queue.{name}", data[name], (str,))
+    settings = data.get("settings") or {}
+    _check_type("queue.settings", settings, (dict,))
+    for name, value in settings.items():
+        if name in SETTING_TYPES:
+            _check_type(f"queue.settings.{name}", value, SETTING_TYPES[name])
+    model = settings.get("model", {})
+    for name, value in model.items():
+        if name not in MODEL_FIELDS:
+            raise contract.ContractError(f"queue.settings.model.{name}", "unknown field", ", ".join(MODEL_FIELDS))
+        _check_type(f"queue.settings.model.{name}", value, (str,))
+    for block, values in settings.get("overrides", {}).items():
+        _check_type(f"queue.settings.overrides.{block}", values, (dict,))
+    if not all(isinstance(stage, str) for stage in settings.get("stages", [])):
+        raise contract.ContractError(
+            "queue.settings.stages", "must be a list of stage names", ", ".join(contract.STAGES)
+        )
     return BatchQueue(
         batch_id=str(data.get("batch_id", path.parent.name)),
         kind=data["kind"],
-        settings=dict(data.get("settings") or {}),
+        settings=dict(settings),
         items=items,
         created=str(data.get("created", "")),
         blend_file=str(data.get("blend_file", "")),
         folder=path.parent,
     )
+
+
+ITEM_TYPES: dict[str, tuple[type, ...]] = {
+    "object_name": (str,), "source_prompt": (str,), "target_prompt": (str,), "seed": (int,), "slot": (int,),
+    "status": (str,), "job_dir": (str,), "result_object": (str,), "message": (str,), "hint": (str,),
+    "seconds": (int, float), "cache_hit": (dict,),
+}
+"""JSON types of every QueueItem field (``bool`` is never an int here)."""
+
+SETTING_TYPES: dict[str, tuple[type, ...]] = {
+    "method": (str,), "steps": (int, type(None)), "lambda_identity": (int, float, type(None)), "preset": (str,),
+    "device": (str,), "overrides": (dict,), "use_cache": (bool,), "stages": (list,), "model": (dict,),
+}
+"""JSON types of a queue's shared settings (see scene/queue_runner.py REQUEST_SETTINGS)."""
+
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(contract.ModelSettings))
+
+_TYPE_NAMES = {
+    str: "text", int: "an integer", float: "a number", dict: "an object", list: "a list", bool: "true or false",
+}
+
+
+def _check_type(name: str, value: Any, types: tuple[type, ...]) -> None:
+    """Refuse ``value`` unless it is one of ``types`` (true/false count only where bool is named)."""
+    if isinstance(value, bool) and bool not in types:
+        ok = False
+    else:
+        ok = isinstance(value, types)
+    if not ok:
+        allowed = " or ".join(_TYPE_NAMES.get(t, "null") for t in types)
+        raise contract.ContractError(name, f"is {json.dumps(value)[:60]}, of the wrong type", allowed)
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:

@@ -15,17 +15,23 @@ Depth) that is read back with numpy (``exr.py``): in background mode the Render 
 pixels, and a single EXR gives colour and depth of the same samples. The colour is converted to
 an 8-bit sRGB PNG exactly as Blender's "Standard" view transform would (``core/capture_pixels.py``).
 
-Output is atomic: views are written to a hidden ``.NAME.partial-PID`` folder beside ``out_dir``
-that replaces ``out_dir`` only when the capture is complete; failure or cancel removes it.
+Output is atomic: views are written to a hidden ``.NAME.partial-PID-HEX`` folder beside ``out_dir``
+that replaces ``out_dir`` only when the capture is complete; failure or cancel removes it, and the
+next capture removes those of processes that were killed (``contract.leftovers``). A finished
+capture holds an owner marker (``contract.ownership``) with the object's fingerprint and the
+capture settings: :func:`reusable_capture` reuses only a capture of the object as it is now, and
+neither function ever replaces a folder that PIVA did not write.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -35,9 +41,9 @@ import numpy as np
 
 from ..contract import TRANSFORMS_FILE, CaptureSettings, ContractError
 from ..contract import capture as capture_format
-from ..contract import cameras
+from ..contract import cameras, disk, leftovers, ownership
 from ..core import camera_rig, capture_pixels, png16
-from ..core.exr import read_exr
+from ..core.exr import ExrError, read_exr
 
 ProgressCallback = Callable[[int, int], None]
 """``progress(views_done, views_total)``, called after every view."""
@@ -90,13 +96,37 @@ def check_capturable(obj: "bpy.types.Object | None", out_dir: str | os.PathLike 
             "(Object > Convert > Mesh) or select a mesh object."
         )
     evaluated = obj.evaluated_get(bpy.context.evaluated_depsgraph_get())
-    if len(evaluated.data.polygons) == 0:
+    polygons = evaluated.data.polygons
+    if len(polygons) == 0:
         raise CaptureError(
             f"Mesh {obj.name!r} has no faces (after its modifiers), so there is nothing to render. "
             "Fill it with faces (Edit Mode > F), or disable the modifier that removes them."
         )
+    if not _has_area(evaluated):
+        raise CaptureError(
+            f"{obj.name!r} has no faces with area: all {len(polygons)} of its faces are degenerate (their corners "
+            "lie on one line or one point, or the object's scale is 0), so the capture would see nothing. "
+            "Fix the geometry (Edit Mode > Mesh > Clean Up > Degenerate Dissolve, or move the vertices apart) "
+            "or select another mesh."
+        )
     if out_dir is not None:
         _check_writable(Path(out_dir))
+
+
+def _has_area(evaluated: "bpy.types.Object") -> bool:
+    """True when at least one face of the evaluated mesh, in world space, has a visible area:
+    more than a millionth of the square of the mesh's size (float noise on a flat sliver is not area)."""
+    mesh = evaluated.data
+    matrix = np.array(evaluated.matrix_world, np.float64)
+    corners = np.empty(len(mesh.vertices) * 3, np.float32)
+    mesh.vertices.foreach_get("co", corners)
+    points = corners.reshape(-1, 3).astype(np.float64) @ matrix[:3, :3].T
+    triangles = np.empty(len(mesh.loop_triangles) * 3, np.int32)
+    mesh.loop_triangles.foreach_get("vertices", triangles)
+    tri = points[triangles.reshape(-1, 3)]  # [T, 3 corners, 3]
+    areas = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    size = float(np.ptp(points, axis=0).max()) if len(points) else 0.0
+    return bool(size > 0.0 and (areas > 1e-6 * size * size).any())
 
 
 def capture_object(
@@ -111,7 +141,8 @@ def capture_object(
 
     Raises :class:`CaptureError` for bad input (see :func:`check_capturable`, invalid settings),
     :class:`CaptureCancelled` when ``should_cancel()`` returns True (checked before every view).
-    ``out_dir`` is replaced only when the capture is complete.
+    ``out_dir`` is replaced only when the capture is complete, and only when it is empty or an
+    earlier capture (its owner marker says so); a folder holding other files is a CaptureError.
     """
     try:
         settings.validate()
@@ -119,6 +150,9 @@ def capture_object(
         raise CaptureError(f"Invalid capture settings: {exc}") from None
     check_capturable(obj, out_dir)
     out_dir = Path(out_dir).absolute()
+    remove_dead_partials(out_dir)
+    _check_replaceable(out_dir)
+    inputs = capture_inputs(obj, settings)
     views = camera_rig.all_views(settings)
     partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
@@ -139,12 +173,21 @@ def capture_object(
                 raise CaptureCancelled(f"capture cancelled after {done} of {len(views)} views")
             rig.aim(view)
             result = bpy.ops.render.render(write_still=True, scene=rig.scene.name)
+            if not exr_path.is_file() and (disk.free_bytes(partial) or 0) < disk.capture_bytes(settings):
+                raise _disk_full(out_dir, settings)  # Cycles says nothing when it cannot write the view
             if "FINISHED" not in result or not exr_path.is_file():
                 raise CaptureError(
                     f"Cycles did not render view {view.name} (render returned {sorted(result)}). If another render "
                     "is running, wait for it to finish (or stop it with Esc) and capture again."
                 )
-            channels = read_exr(exr_path)
+            try:
+                channels = read_exr(exr_path)
+            except ExrError as exc:
+                if (disk.free_bytes(partial) or 0) < disk.capture_bytes(settings):
+                    raise _disk_full(out_dir, settings) from None  # Cycles wrote what fitted, and said so on stderr
+                raise CaptureError(
+                    f"Cycles wrote an unreadable render of view {view.name} ({exc}); capture again."
+                ) from None
             exr_path.unlink()
             _write_view(partial, view, channels, scale)
             if progress is not None:
@@ -153,15 +196,97 @@ def capture_object(
             settings, views, world_to_normalized, object_matrix_world, obj.name, light_rig=light_rig()
         )
         (partial / TRANSFORMS_FILE).write_text(json.dumps(document, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+        ownership.write_owner(
+            partial,
+            ownership.FolderOwner(
+                kind="capture", fingerprint=ownership.fingerprint_of(inputs), inputs=ownership.plain(inputs), state="done"
+            ),
+        )
         _replace_dir(partial, out_dir)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(exc, OSError) and disk.is_disk_full(exc):
+            raise _disk_full(out_dir, settings) from None
         raise
     finally:
         rig.remove()
         for image in set(bpy.data.images) - images_before:  # the "Render Result" the renders created
             bpy.data.images.remove(image)
     return out_dir / TRANSFORMS_FILE
+
+
+def capture_inputs(obj: "bpy.types.Object", settings: CaptureSettings) -> dict:
+    """What a capture's content depends on: the object's look (``fingerprint.py``) and the settings."""
+    from .fingerprint import object_fingerprint
+
+    return {"object": object_fingerprint(obj), "capture": ownership.plain(dataclasses.asdict(settings))}
+
+
+def reusable_capture(obj: "bpy.types.Object", settings: CaptureSettings, out_dir: str | os.PathLike) -> bool:
+    """True when ``out_dir`` holds a complete capture of ``obj`` as it is now, with ``settings``.
+
+    False when there is none to reuse (no folder, an empty one, or an incomplete capture of ours):
+    capture it. Raises :class:`~blender_piva.contract.ownership.FolderNotOurs` when the folder
+    holds anything else: files PIVA did not write, or a capture of the object as it looked before
+    (or with other settings), which is never silently reused or replaced.
+    """
+    out_dir = Path(out_dir).absolute()
+    remove_dead_partials(out_dir)
+    inputs = capture_inputs(obj, settings)
+    try:
+        owner = ownership.check_owner(out_dir, "capture", inputs)
+    except ownership.FolderNotOurs:
+        found = _owner_or_none(out_dir)
+        if found is None or found.kind != "capture":
+            raise
+        changes = []
+        if found.inputs.get("object") != inputs["object"]:
+            changes.append(f"{obj.name!r} changed since (its mesh, materials or modifiers)")
+        other = ownership.describe_differences({"capture": found.inputs.get("capture")}, {"capture": inputs["capture"]})
+        if other:
+            changes.append(f"other capture settings ({other})")
+        raise ownership.FolderNotOurs(
+            out_dir,
+            "holds a capture made before: " + ("; ".join(changes) or "its fingerprint differs"),
+            "start a new job (leave the job folder empty), or delete this folder to capture the object again",
+        ) from None
+    return owner is not None and owner.done and _capture_complete(out_dir)
+
+
+def remove_dead_partials(out_dir: str | os.PathLike) -> list[Path]:
+    """Remove the partial captures of ``out_dir`` left by killed processes (``contract.leftovers``)."""
+    out_dir = Path(out_dir).absolute()
+    return leftovers.remove_dead_leftovers(
+        out_dir.parent, recursive=False, started=time.time(), prefix=f".{out_dir.name}."
+    )
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """A capture replaces an earlier capture, never a folder PIVA did not write."""
+    if not ownership.foreign_entries(out_dir):
+        return
+    found = _owner_or_none(out_dir)
+    if found is None or found.kind != "capture":
+        raise CaptureError(
+            f"{out_dir} holds files this capture did not write; choose an empty folder or delete it."
+        )
+
+
+def _owner_or_none(folder: Path) -> "ownership.FolderOwner | None":
+    try:
+        return ownership.read_owner(folder)
+    except ContractError:
+        return None
+
+
+def _capture_complete(folder: Path) -> bool:
+    """``transforms.json`` reads and lists frames whose image and depth files all exist."""
+    try:
+        frames = json.loads((folder / TRANSFORMS_FILE).read_text(encoding="utf-8"))["frames"]
+        names = [frame[key] for frame in frames for key in ("file_path", "depth_file_path")]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return bool(frames) and all(isinstance(n, str) and (folder / n).is_file() for n in names)
 
 
 class _Rig:
@@ -324,6 +449,14 @@ def _to_blender(matrix: np.ndarray) -> "object":
     from mathutils import Matrix
 
     return Matrix([list(map(float, row)) for row in np.asarray(matrix)])
+
+
+def _disk_full(out_dir: Path, settings: CaptureSettings) -> CaptureError:
+    views = settings.num_views + settings.num_eval_views
+    message, hint = disk.disk_full_message(
+        out_dir.parent, disk.capture_bytes(settings), f"the capture ({views} views at {settings.resolution} px)"
+    )
+    return CaptureError(f"{message[0].upper()}{message[1:]}; nothing was kept. To fix: {hint}.")
 
 
 def _check_writable(out_dir: Path) -> None:

@@ -9,11 +9,15 @@ Operators (UI, modal) and the headless command (blocking) drive the same :class:
     job.finish()             # imports the result next to the source
 
 A job folder can be run again: the capture is reused and every backend stage resumes from its
-checkpoints, so a crashed or cancelled job continues where it stopped.
+checkpoints, so a crashed or cancelled job continues where it stopped. A job folder belongs to its
+job: it is resumed only by a request for the same edit (object, prompts, seed, settings, model;
+:func:`resume_inputs`), its capture only while the object looks as it did, and a folder holding
+anything else is refused (``contract.ownership``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -21,6 +25,7 @@ from typing import Callable
 import bpy
 
 from .. import contract
+from ..contract import disk
 from ..core import cache, presets
 from ..core.backend_process import BackendConfig, BackendOutcome, BackendProcess
 from ..core.request import EditFailed, EditRequest, new_job_id
@@ -137,24 +142,49 @@ class EditJob:
         return entry
 
     def prepare(self) -> contract.JobSpec:
-        """Check the object and the settings, create the job folder and write job.json."""
+        """Check the object and the settings, create (or claim) the job folder and write job.json.
+
+        An existing job.json is resumed only when it describes this request's edit; a folder
+        holding anything else is refused, and nothing is written then."""
+        from ..core.backend_process import BackendError, check_backend_python
+
         self.source_object()
         spec = self.build_spec()
+        try:
+            check_backend_python(self.backend)  # before the capture: a Python without torch fails now, not later
+        except BackendError as exc:
+            raise EditFailed(str(exc)) from None
         job_dir = spec.job_dir
         existing = job_dir / contract.JOB_FILE
         if existing.is_file():
-            # Resuming: the spec on disk wins for everything the stages already computed.
             try:
-                spec = contract.load_job(existing)
+                on_disk = contract.load_job(existing)
             except contract.ContractError as exc:
                 raise EditFailed(f"cannot resume {job_dir}: {exc}", "start a new job instead") from None
+            differences = contract.describe_differences(
+                resume_inputs(on_disk), resume_inputs(spec), labels=("in its job.json", "in this edit")
+            )
+            if differences:
+                raise EditFailed(
+                    f"cannot resume {job_dir}: it holds another edit ({differences})",
+                    "leave the job folder empty to start a new job, or repeat that job's object, prompts and settings",
+                )
+            # Resuming: the spec on disk wins for everything the stages already computed.
+            spec = on_disk
+        job_files = contract.ownership.job_names_before_first_run(spec.job_dir, spec.capture_path)
         try:
+            contract.check_owner(job_dir, "job", spec.owner_inputs(), job_files)  # before anything is written
             job_dir.mkdir(parents=True, exist_ok=True)
             probe = job_dir / ".write-test"
             probe.write_bytes(b"")
             probe.unlink()
+            contract.claim_folder(job_dir, "job", spec.owner_inputs(), job_files)
             spec.write()
+        except contract.FolderNotOurs as exc:
+            raise EditFailed(str(exc), exc.hint) from None
         except OSError as exc:
+            if disk.is_disk_full(exc):
+                raise EditFailed(*disk.disk_full_message(job_dir, disk.job_bytes(spec), "the job")) from None
             raise EditFailed(
                 f"cannot write the job folder {job_dir}: {exc.strerror or exc}",
                 "choose a writable job folder in the add-on preferences (or --jobs on the command line)",
@@ -168,18 +198,21 @@ class EditJob:
         progress: Callable[[int, int], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> Path:
-        from .capture import CaptureCancelled, CaptureError, capture_object
+        from .capture import CaptureCancelled, CaptureError, capture_object, reusable_capture
 
         spec = self._spec()
-        transforms = spec.capture_path / contract.TRANSFORMS_FILE
-        if transforms.is_file():
-            return transforms
+        source = self.source_object()
         try:
-            return capture_object(
-                self.source_object(), spec.capture, spec.capture_path, progress=progress, should_cancel=should_cancel
-            )
+            if reusable_capture(source, spec.capture, spec.capture_path):
+                return spec.capture_path / contract.TRANSFORMS_FILE
+        except contract.FolderNotOurs as exc:
+            raise EditFailed(str(exc), exc.hint) from None
+        try:
+            return capture_object(source, spec.capture, spec.capture_path, progress=progress, should_cancel=should_cancel)
         except CaptureCancelled:
             raise EditFailed("capture cancelled", "run the edit again to start over", status="cancelled") from None
+        except KeyboardInterrupt:  # Ctrl+C in a terminal: the partial capture is already removed
+            raise EditFailed("capture interrupted (Ctrl+C)", "run the edit again to start over", status="cancelled") from None
         except CaptureError as exc:
             raise EditFailed(str(exc)) from None
 
@@ -199,9 +232,11 @@ class EditJob:
         self,
         on_event: Callable[[contract.Event], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        on_interrupt: Callable[[str], None] | None = None,
     ) -> BackendOutcome:
+        """Follow the backend to its end; Ctrl+C cancels it (see BackendProcess.wait)."""
         assert self.process is not None, "start_backend() first"
-        return self.process.wait(on_event, should_cancel=should_cancel)
+        return self.process.wait(on_event, should_cancel=should_cancel, on_interrupt=on_interrupt)
 
     def check_outcome(self, outcome: BackendOutcome) -> None:
         if outcome.status == "finished":
@@ -255,12 +290,13 @@ class EditJob:
         on_event: Callable[[contract.Event], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
         on_capture: Callable[[int, int], None] | None = None,
+        on_interrupt: Callable[[str], None] | None = None,
     ) -> bpy.types.Object | None:
         """Everything in one call (scripts, tests, the headless command)."""
         self.prepare()
         self.capture(progress=on_capture, should_cancel=should_cancel)
         self.start_backend()
-        outcome = self.wait_backend(on_event, should_cancel)
+        outcome = self.wait_backend(on_event, should_cancel, on_interrupt)
         self.check_outcome(outcome)
         return self.finish()
 
@@ -268,6 +304,23 @@ class EditJob:
         if self.spec is None:
             raise RuntimeError("prepare() the job first")
         return self.spec
+
+
+def resume_inputs(spec: contract.JobSpec) -> dict[str, object]:
+    """What a request must share with a job folder's job.json to resume it: the object, the
+    prompts, the seed, every setting that shapes a result (``contract.content_settings``) and the
+    model. The stages, the device and the folders may differ."""
+    return {
+        "object_name": spec.object_name,
+        "source_prompt": spec.source_prompt,
+        "target_prompt": spec.target_prompt,
+        "seed": spec.seed,
+        "capture": contract.content_settings(spec.capture),
+        "reconstruct": contract.content_settings(spec.reconstruct),
+        "edit": contract.content_settings(spec.edit),
+        "export": contract.content_settings(spec.export),
+        "model": dataclasses.asdict(spec.model),
+    }
 
 
 def find_result_object(job_id: str) -> bpy.types.Object | None:

@@ -165,8 +165,10 @@ class QueueRunner:
         on_event: Callable[[contract.Event], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
         on_item: Callable[[int, int, QueueItem], None] | None = None,
+        on_interrupt: Callable[[str], None] | None = None,
     ) -> BatchQueue:
-        """Run every pending item; stop at the first cancel. Returns the queue (see item states)."""
+        """Run every pending item; stop at the first cancel (Ctrl+C included: see
+        BackendProcess.wait). Returns the queue (see item states)."""
         total = len(self.queue.items)
         while (item := self.queue.next_pending()) is not None:
             if on_item is not None:
@@ -178,7 +180,7 @@ class QueueRunner:
             try:
                 job.capture(should_cancel=should_cancel)
                 job.start_backend()
-                outcome = job.wait_backend(on_event, should_cancel)
+                outcome = job.wait_backend(on_event, should_cancel, on_interrupt)
                 job.check_outcome(outcome)
                 result = job.finish()
             except EditFailed as exc:

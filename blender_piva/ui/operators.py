@@ -16,7 +16,7 @@ from bpy.props import StringProperty
 from ..core.request import EditFailed
 from ..core.terminal import print_capture_progress, print_event
 from ..scene.edit_job import EditJob
-from .status import ACTIVE, capture_with_progress, redraw, request_from_panel, update_status
+from .status import ACTIVE, capture_with_progress, is_busy, redraw, request_from_panel, update_status
 
 
 class PIVA_OT_edit(bpy.types.Operator):
@@ -32,7 +32,7 @@ class PIVA_OT_edit(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if ACTIVE.job is not None or ACTIVE.runner is not None:
+        if is_busy():
             cls.poll_message_set("An edit is already running: wait for it or press Cancel")
             return False
         obj = context.active_object
@@ -130,7 +130,7 @@ class PIVA_OT_cancel(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if ACTIVE.job is None and ACTIVE.runner is None:
+        if not is_busy():
             cls.poll_message_set("No edit is running")
             return False
         return True
@@ -169,7 +169,9 @@ class PIVA_OT_check_backend(bpy.types.Operator):
         from .preferences import backend_config, check_backend, get_preferences
 
         prefs = get_preferences(context)
-        ok, lines = check_backend(backend_config(context), model=prefs.model if prefs else "")
+        ok, lines = check_backend(
+            backend_config(context), model=prefs.model if prefs else "", controlnet=prefs.controlnet if prefs else ""
+        )
         if prefs is not None:
             prefs.check_report = "\n".join(lines)
         for line in lines:

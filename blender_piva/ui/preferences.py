@@ -96,8 +96,9 @@ def backend_config(context=None) -> BackendConfig:
     )
 
 
-def check_backend(config: BackendConfig, model: str = "") -> tuple[bool, list[str]]:
-    """Run ``python -m backend check`` and turn its JSON into lines for the preferences."""
+def check_backend(config: BackendConfig, model: str = "", controlnet: str = "") -> tuple[bool, list[str]]:
+    """Run ``python -m backend check`` and turn its JSON into lines for the preferences; the model
+    (``toy`` = the shipped one) and ControlNet are loaded as a job would load them."""
     from ..core.backend_process import BackendError
 
     try:
@@ -109,6 +110,7 @@ def check_backend(config: BackendConfig, model: str = "") -> tuple[bool, list[st
     if env_root:
         env["PYTHONPATH"] = env_root
     cmd = [python, "-m", "backend", "check"] + (["--model", model] if model else [])
+    cmd += ["--controlnet", controlnet] if model and controlnet else []
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -20,7 +20,7 @@ from ..core.request import EditFailed
 from ..core.terminal import print_event
 from ..scene.edit_job import job_root_of, settings_blocks
 from ..scene.queue_runner import QueueRunner, batch_objects, batch_queue as make_batch_queue, variants_queue
-from .status import ACTIVE, capture_with_progress, redraw, request_from_panel, update_status
+from .status import ACTIVE, capture_with_progress, is_busy, redraw, request_from_panel, update_status
 
 
 def _backend(context):
@@ -36,7 +36,7 @@ class _QueueOperator:
 
     @classmethod
     def _idle(cls) -> bool:
-        if ACTIVE.job is not None or ACTIVE.runner is not None:
+        if is_busy():
             cls.poll_message_set("An edit is already running: wait for it or press Cancel")
             return False
         return True
@@ -296,7 +296,7 @@ class PIVA_OT_clear_cache(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if ACTIVE.job is not None or ACTIVE.runner is not None:
+        if is_busy():
             cls.poll_message_set("Wait for the running edit to end")
             return False
         obj = context.active_object

@@ -31,6 +31,11 @@ class _ActiveJob:
 ACTIVE = _ActiveJob()
 
 
+def is_busy() -> bool:
+    """Whether an edit or a queue is running (every run button waits for it)."""
+    return ACTIVE.job is not None or ACTIVE.runner is not None
+
+
 def request_from_panel(context, object_name: str) -> EditRequest:
     """The request the panel's settings and the add-on preferences describe."""
     from .preferences import get_preferences

@@ -67,3 +67,37 @@ def test_cli_writes_the_edited_png(tiny_dir, tmp_path):
                         "--model", str(tiny_dir), "--steps", "2", "--size", "64", "--param", "t_max=0.9"])
     assert code == 0
     assert Image.open(out).size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    "setup, argv_change, message",
+    [
+        (lambda p: p.write_text("not an image"), {}, "as an image (not an image file); pass a PNG or JPEG file"),
+        (lambda p: p.write_bytes(_png_bytes()[:60]), {}, "as an image ("),
+        (None, {"--source": " "}, "--source is empty"),
+        (None, {"--target": ""}, "--target is empty"),
+        (None, {"--steps": "-3"}, "--steps must be >= 0"),
+    ],
+)
+def test_cli_refuses_bad_input_in_one_line_before_loading_a_model(tmp_path, capsys, setup, argv_change, message):
+    src = tmp_path / "in.png"
+    src.write_bytes(_png_bytes())
+    if setup is not None:
+        setup(src)
+    options = {"--source": "a cat", "--target": "a dog", "--model": str(tmp_path / "no_model_here"), "--steps": "2"}
+    options.update(argv_change)
+    argv = [str(src), str(tmp_path / "out.png"), *[x for kv in options.items() for x in kv]]
+    assert main_edit2d(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "out.png").exists()
+
+
+def _png_bytes() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray((image() * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from backend.edit3d import edit_field, sample_camera
+from backend.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from backend.edit3d import CHECKPOINT_STEM, edit_field, sample_camera
 from backend.editing.registry import build_method
 from backend.field.ngp_field import NGPField, NGPFieldConfig, load_field
 from backend.progress import JobCancelled, StageReporter
 from blender_piva import contract
+
+from .planted import assert_payload_is_live, plant_json, plant_legacy, plant_stray_tensors, plant_tensors_with_record
 
 SMALL_FIELD = NGPFieldConfig(num_levels=4, log2_table_size=10, base_resolution=8, max_resolution=64, hidden_dim=16)
 
@@ -102,3 +105,50 @@ def test_edit_cameras_follow_the_capture_distribution():
         assert 3.0 - 1e-4 <= distance <= 4.0 + 1e-4 and 10.0 - 1e-3 <= elevation <= 60.0 + 1e-3
         forward = -cam.c2w[:3, 2]
         torch.testing.assert_close(forward, -eye / eye.norm(), atol=1e-5, rtol=0)  # looks at the origin
+
+
+# -- checkpoints from someone else: never unpickled ------------------------------------------------
+
+
+def run_edit(model, out_dir, steps: int = 2, reporter: StageReporter | None = None):
+    method = build_method("piva", model, make_spec(out_dir, "piva").edit)
+    try:
+        return edit_field(original_field(), model, method, make_spec(out_dir, "piva", steps=steps), out_dir,
+                          device=torch.device("cpu"), reporter=reporter or StageReporter.silent("edit"))
+    finally:
+        method.close()
+
+
+def test_planted_pickles_under_every_old_name_are_ignored_and_never_run(tmp_path, model):
+    assert_payload_is_live(tmp_path)
+    marker = tmp_path / "PWNED"
+    out = tmp_path / "edit"
+    plant_legacy(out / "checkpoints", marker)  # edit.pt, reconstruct.pt, base.pt, controlnet.pt
+    plant_stray_tensors(out / "checkpoints", marker)  # STEM.safetensors without its JSON: no checkpoint
+    events = contract.EventWriter(tmp_path / "events.jsonl")
+    run_edit(model, out, reporter=StageReporter(stage="edit", events=events))
+    assert not marker.exists() and (out / "field").is_dir()
+    logs = [e.message for e in contract.EventReader(tmp_path / "events.jsonl").poll() if e.type == "log"]
+    assert any(f"ignoring {out / 'checkpoints' / 'edit.pt'}" in m for m in logs), logs
+
+
+@pytest.mark.parametrize("plant", [plant_json, plant_tensors_with_record], ids=["json", "safetensors"])
+def test_a_pickle_under_the_new_names_is_a_named_error_not_code(tmp_path, model, plant):
+    marker = tmp_path / "PWNED"
+    planted = plant(tmp_path / "checkpoints", CHECKPOINT_STEM, marker)
+    with pytest.raises(CheckpointError) as info:
+        run_edit(model, tmp_path)
+    assert str(planted) in info.value.what and "restart the edit stage from scratch" in info.value.hint
+    assert not marker.exists()
+
+
+def test_an_edit_checkpoint_of_wrong_shapes_names_the_file(tmp_path, model):
+    run_edit(model, tmp_path, steps=1)
+    stem = tmp_path / "checkpoints" / CHECKPOINT_STEM
+    tensors, state = load_checkpoint(stem, stage="edit")
+    adapter = next(k for k in tensors if k.startswith("method.adapters.weights."))
+    tensors[adapter] = torch.zeros(1)  # copy_ alone would broadcast this silently
+    save_checkpoint(stem, tensors, state)
+    with pytest.raises(CheckpointError, match="checkpoint shape") as info:
+        run_edit(model, tmp_path, steps=2)
+    assert f"{stem}.json" in info.value.what

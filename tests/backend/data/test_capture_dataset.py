@@ -59,3 +59,33 @@ def test_missing_depth_names_the_file(capture):
     (capture / "depth" / "eval_0000.png").unlink()
     with pytest.raises(CaptureError, match="depth/eval_0000.png"):
         load_capture(capture)
+
+
+@pytest.mark.parametrize("folder", ["images", "depth"])
+def test_truncated_png_names_the_file_and_the_folder_to_delete(capture, folder):
+    png = capture / folder / "train_0001.png"
+    png.write_bytes(png.read_bytes()[: png.stat().st_size // 2])
+    with pytest.raises(CaptureError) as info:
+        load_capture(capture)
+    message = str(info.value)
+    assert f"{folder}/train_0001.png" in message and "damaged or truncated" in message
+    assert message.endswith(f"re-run the capture: delete {capture} and run the edit again")
+
+
+@pytest.mark.parametrize(
+    "mutate, problem",
+    [
+        (lambda m: m["frames"].__setitem__(0, "images/eval_0000.png"), "frames[0] is str, not an object"),
+        (lambda m: m["frames"][1].update(fl_x="wide"), "frames[1].fl_x is 'wide', not a number"),
+        (lambda m: m["frames"][2].update(transform_matrix=[[1, 0], [0]]), "frames[2].transform_matrix is not a 4x4"),
+        (lambda m: m["frames"][0].update(file_path=7), "frames[0].file_path is 7, not a file name"),
+        (lambda m: m.update(aabb="big"), "'aabb' or 'background' is not a list of numbers"),
+    ],
+)
+def test_malformed_transforms_entries_name_the_entry_and_the_fix(capture, mutate, problem):
+    meta = json.loads((capture / "transforms.json").read_text())
+    mutate(meta)
+    (capture / "transforms.json").write_text(json.dumps(meta))
+    with pytest.raises(CaptureError) as info:
+        load_capture(capture)
+    assert problem in str(info.value) and f"delete {capture}" in str(info.value)

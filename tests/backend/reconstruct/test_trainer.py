@@ -1,12 +1,15 @@
 import pytest
 import torch
 
+from backend.checkpoint import CheckpointError, checkpoint_paths, load_checkpoint, save_checkpoint
 from backend.data.capture_dataset import load_capture
 from backend.data.synthetic_capture import write_sphere_capture
 from backend.field.ngp_field import NGPFieldConfig, load_field
 from backend.progress import JobCancelled, StageReporter
-from backend.reconstruct.trainer import CHECKPOINT_NAME, TrainerConfig, fit_field
+from backend.reconstruct.trainer import CHECKPOINT_NAME, CHECKPOINT_STEM, TrainerConfig, fit_field
 from blender_piva import contract
+
+from ..planted import assert_payload_is_live, plant_json, plant_legacy, plant_stray_tensors, plant_tensors_with_record
 
 TINY = TrainerConfig(
     field=NGPFieldConfig(num_levels=4, log2_table_size=10, max_resolution=64, hidden_dim=16),
@@ -86,3 +89,55 @@ def test_resume_refuses_a_checkpoint_of_other_settings(dataset, tmp_path):
         fit_field(dataset, settings(), tmp_path, device=CPU, seed=0, reporter=StopAt(1), config=TINY)
     with pytest.raises(RuntimeError, match="other settings"):
         fit_field(dataset, settings(rays_per_batch=32), tmp_path, device=CPU, seed=0, reporter=StageReporter.silent("reconstruct"), config=TINY)
+
+
+# -- checkpoints from someone else: never unpickled ------------------------------------------------
+
+def silent() -> StageReporter:
+    return StageReporter.silent("reconstruct")
+
+
+
+def test_planted_pickles_under_every_old_name_are_ignored_and_never_run(dataset, tmp_path):
+    assert_payload_is_live(tmp_path)
+    marker = tmp_path / "PWNED"
+    fit_dir = tmp_path / "planted"
+    legacy = plant_legacy(fit_dir / "checkpoints", marker)  # reconstruct.pt, edit.pt, base.pt, controlnet.pt
+    plant_stray_tensors(fit_dir / "checkpoints", marker)  # STEM.safetensors without its JSON: no checkpoint
+    events = contract.EventWriter(tmp_path / "events.jsonl")
+    reporter = StageReporter(stage="reconstruct", events=events)
+    fit_field(dataset, settings(), fit_dir, device=CPU, seed=0, reporter=reporter, config=TINY)
+    assert not marker.exists()
+    logs = [e.message for e in contract.EventReader(tmp_path / "events.jsonl").poll() if e.type == "log"]
+    assert any(f"ignoring {legacy[0]}" in m for m in logs), logs
+    # The fit started from scratch: the same field as a fit in a clean folder.
+    fit_field(dataset, settings(), tmp_path / "clean", device=CPU, seed=0, reporter=silent(), config=TINY)
+    a, b = load_field(fit_dir / "field", CPU).state_dict(), load_field(tmp_path / "clean" / "field", CPU).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("plant", [plant_json, plant_tensors_with_record], ids=["json", "safetensors"])
+def test_a_pickle_under_the_new_names_is_a_named_error_not_code(dataset, tmp_path, plant):
+    marker = tmp_path / "PWNED"
+    planted = plant(tmp_path / "checkpoints", CHECKPOINT_STEM, marker)
+    with pytest.raises(CheckpointError) as info:
+        fit_field(dataset, settings(), tmp_path, device=CPU, seed=0, reporter=silent(), config=TINY)
+    assert str(planted) in info.value.what and "restart the reconstruct stage from scratch" in info.value.hint
+    assert not marker.exists()
+
+
+def test_a_truncated_checkpoint_or_one_of_wrong_shapes_names_the_file(dataset, tmp_path):
+    with pytest.raises(JobCancelled):
+        fit_field(dataset, settings(), tmp_path, device=CPU, seed=0, reporter=StopAt(1), config=TINY)
+    stem = tmp_path / "checkpoints" / CHECKPOINT_STEM
+    json_path, tensors_path = checkpoint_paths(stem)
+    tensors, state = load_checkpoint(stem, stage="reconstruct")
+    good = tensors_path.read_bytes()
+    tensors_path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError) as info:
+        fit_field(dataset, settings(), tmp_path, device=CPU, seed=0, reporter=silent(), config=TINY)
+    assert str(tensors_path) in info.value.what and f"delete {json_path}" in info.value.hint
+    tensors["field.encoding.table"] = torch.zeros(3)
+    save_checkpoint(stem, tensors, state)
+    with pytest.raises(CheckpointError, match="size mismatch"):
+        fit_field(dataset, settings(), tmp_path, device=CPU, seed=0, reporter=silent(), config=TINY)

@@ -67,3 +67,19 @@ def test_rejects_wrong_dtype_and_shape():
         encode_png(np.zeros((4, 4, 5), np.uint8))
     with pytest.raises(PngError, match="signature"):
         decode_png(b"not a png")
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda data: data[: len(data) // 2], "truncated"),
+        (lambda data: data[:-12], "truncated (it has no IEND chunk)"),
+        (lambda data: data[:50] + bytes([data[50] ^ 0xFF]) + data[51:], "damaged (checksum"),
+    ],
+)
+def test_damaged_file_is_named_with_what_is_wrong(tmp_path, damage, problem):
+    path = write_png(tmp_path / "depth.png", np.arange(64 * 64, dtype=np.uint16).reshape(64, 64))
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(PngError) as info:
+        read_png(path)
+    assert str(info.value).startswith(f"{path}: ") and problem in str(info.value)

@@ -56,6 +56,18 @@ def test_log_entries_accumulate(tmp_path):
         (lambda d: d["items"][1].update(status="lost"), "queue.items[1].status"),
         (lambda d: d["items"][0].update(colour="red"), "queue.items[0]"),
         (lambda d: d["items"][2].pop("target_prompt"), "queue.items[2]"),
+        # fields of the wrong type: refused on reading, not when the item runs
+        (lambda d: d["items"][0].update(seed="seven"), "queue.items[0].seed"),
+        (lambda d: d["items"][1].update(seed=True), "queue.items[1].seed"),
+        (lambda d: d["items"][2].update(target_prompt=["a", "b"]), "queue.items[2].target_prompt"),
+        (lambda d: d["items"][0].update(cache_hit="yes"), "queue.items[0].cache_hit"),
+        (lambda d: d.update(settings=3), "queue.settings"),
+        (lambda d: d["settings"].update(steps="many"), "queue.settings.steps"),
+        (lambda d: d["settings"].update(overrides={"capture": 64}), "queue.settings.overrides.capture"),
+        (lambda d: d["settings"]["model"].update(model=5), "queue.settings.model.model"),
+        (lambda d: d["settings"]["model"].update(size="big"), "queue.settings.model.size"),
+        (lambda d: d["settings"].update(stages=[1]), "queue.settings.stages"),
+        (lambda d: d.update(blend_file=None), "queue.blend_file"),
     ],
 )
 def test_a_broken_queue_file_names_the_field(tmp_path, breakage, field):

@@ -76,6 +76,8 @@ def test_validate_only_job_runs_the_real_backend_and_leaves_the_scene_alone(scen
         ({"object_name": "Ghost"}, None, "no object named 'Ghost'"),
         ({"object_name": "Camera"}, None, "not a mesh"),
         ({"object_name": "Empty"}, "empty_mesh", "has no faces"),
+        ({"object_name": "Sliver"}, "collinear_triangle", "'Sliver' has no faces with area"),
+        ({"stages": ["reconstruct"], "overrides": {"reconstruct": {"steps": 0}}}, None, "reconstruct.steps: is 0"),
         ({"source_prompt": "  "}, None, "source_prompt: is empty"),
         ({"target_prompt": ""}, None, "target_prompt: is empty"),
         ({"method": "magic"}, None, "edit.method: unknown method 'magic'"),
@@ -86,6 +88,10 @@ def test_bad_inputs_fail_clearly_and_write_nothing(scene, tmp_path, changes, set
     if setup == "empty_mesh":
         empty = bpy.data.objects.new("Empty", bpy.data.meshes.new("Empty"))
         bpy.context.scene.collection.objects.link(empty)
+    if setup == "collinear_triangle":  # one face whose corners lie on a line: nothing to render, nothing to fit
+        mesh = bpy.data.meshes.new("Sliver")
+        mesh.from_pydata([(0, 0, 0), (1, 0, 0), (2, 0, 0)], [], [(0, 1, 2)])
+        bpy.context.scene.collection.objects.link(bpy.data.objects.new("Sliver", mesh))
     before = fingerprint()
     job = EditJob(request(tmp_path, **changes), BACKEND)
     with pytest.raises(EditFailed) as info:
@@ -223,3 +229,54 @@ def test_operator_sync_path_reports_errors_without_touching_the_scene(scene, tmp
         assert fingerprint() == before
     finally:
         blender_piva.unregister()
+
+
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory):
+    """A real Python without the backend's packages: a fresh venv without pip."""
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("bare") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True, timeout=120)
+    return folder / "bin" / "python"
+
+
+def test_backend_python_without_its_packages_is_refused_before_the_capture(scene, tmp_path, bare_python):
+    before = fingerprint()
+    bare = BackendConfig(python=str(bare_python), backend_root=str(ROOT))
+    job = EditJob(request(tmp_path, stages=["reconstruct"]), bare)
+    with pytest.raises(EditFailed) as info:
+        job.run_sync()
+    message = str(info.value)
+    assert f"the backend Python '{bare_python}' lacks torch, numpy, diffusers" in message and "--python" in message
+    assert fingerprint() == before, diff(before, fingerprint())
+    assert not list((tmp_path / "jobs").rglob("transforms.json"))  # nothing was captured
+    assert job.process is None  # no backend was started
+
+
+def test_full_disk_during_the_capture_names_the_folder_and_keeps_nothing(scene, tmp_path, monkeypatch):
+    """A 32 KB disk holds job.json but not the capture (real ENOSPC where a tmpfs can be mounted)."""
+    import errno
+
+    from blender_piva.core import png16
+
+    from ...small_disk import mounted
+
+    jobs = tmp_path / "small"
+    before = fingerprint()
+    with mounted(jobs, "32k") as real:
+        if not real:  # no tmpfs here: the first view's PNG finds the disk full
+            def full(*args, **kwargs):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+            monkeypatch.setattr(png16, "write_png", full)
+        job = EditJob(request(tmp_path, job_root=str(jobs)), BACKEND)
+        with pytest.raises(EditFailed) as info:
+            job.run_sync()
+        message = str(info.value)
+        leftovers = [p.name for p in jobs.rglob("*") if "partial" in p.name or ".tmp" in p.name]
+        captured = list(jobs.rglob("transforms.json"))
+    assert message.startswith(f"The disk is full: cannot write in {job.spec.capture_path.parent} (")
+    assert "the capture (8 views at 32 px) needs about" in message and "--jobs" in message
+    assert not leftovers and not captured
+    assert fingerprint() == before, diff(before, fingerprint())
