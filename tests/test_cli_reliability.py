@@ -29,12 +29,12 @@ SETS = [f"--set={block}.{key}={json.dumps(value)}" for block, values in TEST_OVE
         for key, value in values.items()]
 
 
-@pytest.fixture(scope="module")
-
 def _interruptible() -> None:
     """A command started from a background job inherits SIGINT ignored; a terminal's Ctrl+C is not."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
+
+@pytest.fixture(scope="module")
 def scene_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("scene") / "scene.blend"
     make = (
