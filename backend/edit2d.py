@@ -30,7 +30,7 @@ from blender_piva.contract import METHODS, EditSettings
 
 
 def edit_image(
-    image: np.ndarray,  # [H, W, 3] float in [0, 1]
+    image: np.ndarray,  # [H, W, 3] or [B, H, W, 3] float in [0, 1]
     source_prompt: str,
     target_prompt: str,
     method: str,
@@ -42,8 +42,12 @@ def edit_image(
     learning_rate: float | None = None,
     cosine: bool = True,
     reporter: StageReporter | None = None,
-) -> np.ndarray:  # [H, W, 3] float32 in [0, 1]
+) -> np.ndarray:  # same shape as ``image``, float32 in [0, 1]
     """Edit ``image`` from ``source_prompt`` towards ``target_prompt`` with ``method``.
+
+    A batch [B, H, W, 3] (views of one object) is edited together by one method instance (one
+    adapter pair for PIVA, as in 3D); each image still gets its full gradient (the loss is the
+    batch mean, so it is scaled by B), so a batch edits each image as a single edit would.
 
     ``settings`` supplies the method's hyperparameters (guidance, lambda, LoRA, ``method_params``),
     ``steps`` (default ``settings.steps``) and the learning rate (default
@@ -54,10 +58,12 @@ def edit_image(
     steps = settings.steps if steps is None else steps
     lr = settings.field_learning_rate if learning_rate is None else learning_rate
     reporter = reporter or StageReporter.silent("edit")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"image must be [H, W, 3], got shape {image.shape}")
+    single = image.ndim == 3
+    batch = image[None] if single else image
+    if batch.ndim != 4 or batch.shape[3] != 3:
+        raise ValueError(f"image must be [H, W, 3] or [B, H, W, 3], got shape {image.shape}")
 
-    rgb = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)[None].to(model.device)
+    rgb = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).permute(0, 3, 1, 2).to(model.device)
     with torch.no_grad():
         source = model.encode_images(rgb)  # [1, C, h, w]
     latent = source.clone().requires_grad_(True)
@@ -75,24 +81,25 @@ def edit_image(
         for step in range(steps):
             optimizer.zero_grad(set_to_none=True)
             result = editor.step(MethodInputs(x=latent, source=source, step=step, total_steps=steps, generator=generator, **conds))
-            result.loss.backward()
+            (result.loss * latent.shape[0]).backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
             reporter.progress(step + 1, steps, result.losses)
             if settings.preview_every and (step + 1) % settings.preview_every == 0:
-                reporter.preview(step + 1, _to_numpy(model, latent))
+                reporter.preview(step + 1, _to_numpy(model, latent)[0])
             if reporter.should_stop():
                 raise JobCancelled("edit", step + 1)
     finally:
         editor.close()
-    return _to_numpy(model, latent)
+    edited = _to_numpy(model, latent)
+    return edited[0] if single else edited
 
 
-def _to_numpy(model: DiffusionModel, latent: torch.Tensor) -> np.ndarray:
+def _to_numpy(model: DiffusionModel, latent: torch.Tensor) -> np.ndarray:  # [B, C, h, w] -> [B, H, W, 3]
     with torch.no_grad():
         image = model.decode_latents(latent.detach())
-    return image[0].permute(1, 2, 0).float().cpu().numpy()
+    return image.permute(0, 2, 3, 1).float().cpu().numpy()
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,12 +1,17 @@
-"""Train the embedded toy model: render the toy world with the project's capture code, then train.
+"""Train the embedded toy model and its oracle: render the toy world with the capture code, then train.
 
-    .venv/bin/python scripts/train_toy_model.py [--steps 3000] [--controlnet-steps 800]
-        [--work build/toy] [--out backend/models/toy] [--views 64]
+    .venv/bin/python scripts/train_toy_model.py [--work build/toy2] [--out backend/models/toy]
+        [--oracle-out backend/models/toy_oracle] [--vae-steps N] [--steps N] [--controlnet-steps N]
 
-Reproducible: the renders use fixed capture seeds, training uses ``--seed``. Resumable: run the same
-command again after an interruption; renders that exist are kept and training continues from its
-last checkpoint in ``--work``. Writes the model (diffusers layout, safetensors) to ``--out`` and a
-sample grid (one row per shape, one column per colour) to ``docs/toy_samples.png``.
+One resumable command (about 80 minutes on 2 cores): run it again after an interruption; renders
+that exist are kept and every phase continues from its last checkpoint in ``--work``.
+
+1. renders (toy_world.renders): the diffusion model's views, the oracle's training views and the
+   oracle's held-out views, with disjoint capture seeds;
+2. the oracle (backend/toy/oracle_train.py) -> ``--oracle-out``;
+3. the autoencoder, the text encoder + UNet on its latents, the depth ControlNet
+   (backend/toy/train.py) -> ``--out`` (diffusers layout, safetensors);
+4. a sample grid (one row per shape, one column per colour) -> ``docs/toy_samples.png``.
 """
 
 from __future__ import annotations
@@ -23,89 +28,113 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def render_world(capture_root: Path, views: int, resolution: int) -> None:
-    """One capture per (colour, shape): ``views`` training views from the paper's camera distribution."""
-    import bpy
-
-    import toy_world
-    from blender_piva import contract
-    from blender_piva.scene.capture import capture_object
-
-    for index, (color, shape) in enumerate(toy_world.all_prompts()):
-        folder = capture_root / f"{color}_{shape}"
-        if (folder / "transforms.json").is_file() and (folder / "prompt.json").is_file():
-            continue
-        bpy.ops.wm.read_factory_settings(use_empty=True)
-        obj = toy_world.add_object(color, shape)
-        settings = contract.CaptureSettings(
-            num_views=views, num_eval_views=0, resolution=resolution, samples=8, denoise=True, seed=1000 + index
-        )
-        if folder.exists():
-            shutil.rmtree(folder)
-        capture_object(obj, settings, folder)
-        contract.write_json_atomic(folder / "prompt.json", {"prompt": toy_world.prompt(color, shape)})
-        print(f"rendered {toy_world.prompt(color, shape)} ({views} views)", flush=True)
+def replace_folder(partial: Path, out: Path) -> None:
+    """Move a finished ``partial`` folder to ``out`` (the old one goes only once the new one is whole)."""
+    old = out.with_name(out.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        out.rename(old)
+    partial.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from backend.toy.train import TrainConfig
+
+    defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=3000, help="phase-1 steps (text encoder + UNet)")
-    parser.add_argument("--controlnet-steps", type=int, default=800, help="phase-2 steps (depth ControlNet)")
-    parser.add_argument("--views", type=int, default=64, help="training views per toy object")
+    parser.add_argument("--vae-steps", type=int, default=defaults.vae_steps, help="phase-0 steps (autoencoder)")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="phase-1 steps (text encoder + UNet)")
+    parser.add_argument("--controlnet-steps", type=int, default=defaults.controlnet_steps, help="phase-2 steps")
+    parser.add_argument("--oracle-steps", type=int, default=None, help="oracle steps (default: its config's)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work", type=Path, default=ROOT / "build" / "toy", help="renders and checkpoints")
+    parser.add_argument("--work", type=Path, default=ROOT / "build" / "toy2", help="renders and checkpoints")
     parser.add_argument("--out", type=Path, default=ROOT / "backend" / "models" / "toy", help="the model folder")
+    parser.add_argument("--oracle-out", type=Path, default=ROOT / "backend" / "models" / "toy_oracle")
     parser.add_argument("--grid", type=Path, default=ROOT / "docs" / "toy_samples.png", help="sample grid PNG")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = parser.parse_args(argv)
 
-    from backend.toy.components import ToyModelConfig, count_parameters, save_model, save_tokenizer
-    from backend.toy.train import TrainConfig, image_grid, load_toy_dataset, sample_images, train_base, train_controlnet
+    import toy_world
+    from toy_world import renders
 
-    model_config = ToyModelConfig()
-    train_config = TrainConfig(steps=args.steps, controlnet_steps=args.controlnet_steps, seed=args.seed)
-    capture_root = args.work / "captures"
     started = time.perf_counter()
-    render_world(capture_root, args.views, model_config.image_size)
+    captures = args.work / "captures"
+    for name, render in (("train", renders.DIFFUSION_TRAIN), ("oracle_train", renders.ORACLE_TRAIN),
+                         ("oracle_held_out", renders.ORACLE_HELD_OUT)):
+        renders.render_set(captures / name, render, log=lambda m: print(m, flush=True))
     print(f"renders ready in {time.perf_counter() - started:.0f} s", flush=True)
 
     import torch
     from PIL import Image
     from transformers import CLIPTokenizer
 
+    from backend.toy.components import ToyModelConfig, count_parameters, save_model, save_tokenizer
+    from backend.toy.oracle import OracleConfig, save_oracle
+    from backend.toy.oracle_train import OracleTrainConfig, accuracy, load_labelled, train_oracle
+    from backend.toy.train import (encode_dataset, image_grid, load_toy_dataset, sample_images, train_base,
+                                   train_controlnet, train_vae)
+
     if args.threads:
         torch.set_num_threads(args.threads)
+    log = lambda m: print(m, flush=True)  # noqa: E731
+
+    oracle_config = OracleConfig(colors=tuple(toy_world.COLORS), shapes=toy_world.SHAPES)
+    oracle_train_config = OracleTrainConfig(seed=args.seed)
+    if args.oracle_steps is not None:
+        oracle_train_config = dataclasses.replace(oracle_train_config, steps=args.oracle_steps)
+    oracle = train_oracle(load_labelled(captures / "oracle_train", oracle_config), oracle_config,
+                          oracle_train_config, args.work, log=log)
+    color_ok, shape_ok = accuracy(oracle, load_labelled(captures / "oracle_held_out", oracle_config))
+    log(f"oracle held-out accuracy: colour {color_ok:.4f}, shape {shape_ok:.4f}")
+    partial = args.oracle_out.with_name(args.oracle_out.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    save_oracle(oracle, partial)
+    (partial / "training.json").write_text(json.dumps(
+        {"training": dataclasses.asdict(oracle_train_config), "held_out_color_accuracy": color_ok,
+         "held_out_shape_accuracy": shape_ok}, indent=2))
+    replace_folder(partial, args.oracle_out)
+
+    model_config = ToyModelConfig()
+    train_config = dataclasses.replace(TrainConfig(), vae_steps=args.vae_steps, steps=args.steps,
+                                       controlnet_steps=args.controlnet_steps, seed=args.seed)
     save_tokenizer(args.work / "tokenizer", model_config)
     tokenizer = CLIPTokenizer.from_pretrained(args.work / "tokenizer")
-    dataset = load_toy_dataset(capture_root)
-    print(f"dataset: {dataset.images.shape[0]} images of {len(set(dataset.prompts))} prompts", flush=True)
-    text_encoder, unet = train_base(dataset, tokenizer, model_config, train_config, args.work)
-    print(f"text encoder {count_parameters(text_encoder)} + UNet {count_parameters(unet)} parameters", flush=True)
-    controlnet = train_controlnet(dataset, tokenizer, text_encoder, unet, model_config, train_config, args.work)
+    dataset = load_toy_dataset(captures / "train")
+    log(f"dataset: {dataset.images.shape[0]} images of {len(set(dataset.prompts))} prompts")
+    vae = train_vae(dataset, model_config, train_config, args.work, log=log)
+    latents = encode_dataset(vae, dataset)
+    log(f"latents {tuple(latents.latents.shape)}, scaling factor {vae.config.scaling_factor:.4f}")
+    text_encoder, unet = train_base(latents, tokenizer, model_config, train_config, args.work, log=log)
+    log(f"VAE {count_parameters(vae)}, text encoder {count_parameters(text_encoder)}, "
+        f"UNet {count_parameters(unet)} parameters")
+    controlnet = train_controlnet(latents, tokenizer, text_encoder, unet, model_config, train_config, args.work, log=log)
     partial = args.out.with_name(args.out.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
-    save_model(partial, model_config, text_encoder, unet, controlnet)
+    save_model(partial, model_config, text_encoder, vae, unet, controlnet)
     (partial / "training.json").write_text(
         json.dumps(
             {"model": dataclasses.asdict(model_config), "training": dataclasses.asdict(train_config),
-             "views_per_object": args.views, "images": int(dataset.images.shape[0])},
+             "views_per_object": renders.DIFFUSION_TRAIN.views, "images": int(dataset.images.shape[0]),
+             "scaling_factor": float(vae.config.scaling_factor)},
             indent=2,
         )
     )
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    partial.rename(args.out)
-
-    import toy_world
+    replace_folder(partial, args.out)
 
     prompts = [toy_world.prompt(c, s) for s in toy_world.SHAPES for c in toy_world.COLORS]
-    images = sample_images(unet, text_encoder, tokenizer, prompts, model_config, seed=args.seed, guidance_scale=3.0)
+    images = sample_images(vae, unet, text_encoder, tokenizer, prompts, model_config, seed=args.seed, guidance_scale=5.0)
     args.grid.parent.mkdir(parents=True, exist_ok=True)
+    size = model_config.image_size + 2
     Image.fromarray(image_grid(images, columns=len(toy_world.COLORS))).resize(
-        (len(toy_world.COLORS) * 34 * 4, len(toy_world.SHAPES) * 34 * 4), Image.NEAREST
+        (len(toy_world.COLORS) * size * 2, len(toy_world.SHAPES) * size * 2), Image.NEAREST
     ).save(args.grid)
-    print(f"model saved to {args.out}; samples in {args.grid}; {time.perf_counter() - started:.0f} s in all", flush=True)
+    log(f"model saved to {args.out}; oracle to {args.oracle_out}; samples in {args.grid}; "
+        f"{time.perf_counter() - started:.0f} s in all")
     return 0
 
 

@@ -21,10 +21,12 @@ COLORS: dict[str, tuple[float, float, float]] = {
     "green": (0.12, 0.70, 0.15),
     "blue": (0.10, 0.22, 0.88),
     "yellow": (0.92, 0.80, 0.10),
-    "white": (0.93, 0.93, 0.93),
+    "cyan": (0.10, 0.72, 0.78),
     "purple": (0.55, 0.15, 0.78),
 }
-"""Colour name -> display (sRGB) colour of the material."""
+"""Colour name -> display (sRGB) colour of the material. Every colour stands out on the white
+background the capture composites on (the first edition's "white" did not); cyan also names the
+overdriven blue of a failed blue edit, so the oracle can tell the two apart."""
 
 
 def prompt(color: str, shape: str) -> str:

@@ -1,11 +1,11 @@
 """Components of the embedded toy model, in the diffusers layout of Stable Diffusion.
 
-The toy model is a text-to-image diffusion model of the toy world (toy_world/):
-32x32 RGB renders of primitives in flat colours, prompts "a COLOR SHAPE". It works in **pixel
-space**: there is no ``vae/`` folder, the UNet denoises the image itself in [-1, 1] (what
-``DiffusionModel.encode_images`` does without a VAE). Everything else is what SD 2.1 has:
-a CLIP tokenizer and text encoder, a cross-attention UNet, a DDPM scheduler config, and a depth
-ControlNet, saved with safetensors and loaded by ``DiffusionModel.load`` like the real model.
+The toy model is a text-to-image latent diffusion model of the toy world (toy_world/): 64x64
+Cycles renders of primitives in flat colours, prompts "a COLOR SHAPE". It is a miniature of
+SD 2.1-base with every component SD has: a small ``AutoencoderKL`` (64x64x3 <-> 16x16x4), a CLIP
+tokenizer and text encoder, a cross-attention UNet on the latents, SD's DDPM scheduler config and
+a depth ControlNet, saved with safetensors and loaded by ``DiffusionModel.load`` exactly like the
+real model, so every editing method runs with the VAE in the loop.
 """
 
 from __future__ import annotations
@@ -18,30 +18,39 @@ import torch
 from ..diffusion.layout import write_clip_tokenizer, write_model_index
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
-WORDS = ("a", "red", "green", "blue", "yellow", "white", "purple", "cube", "sphere", "cylinder", "cone", "torus")
+WORDS = ("a", "red", "green", "blue", "yellow", "cyan", "purple", "white", "orange", "black", "cube", "sphere", "cylinder", "cone", "torus")
 """Words that get a token of their own; any other lowercase word is spelled in letters."""
 
 
 @dataclass(frozen=True)
 class ToyModelConfig:
-    """Sizes of the toy model (defaults: the shipped model)."""
+    """Sizes of the toy model (defaults: the shipped model), a miniature of SD 2.1-base."""
 
-    image_size: int = 32
-    """Side of the square images the UNet denoises."""
+    image_size: int = 64
+    """Side of the square RGB images the VAE encodes (SD 2.1-base: 512)."""
+    vae_channels: tuple[int, ...] = (16, 32, 64)
+    """Channels of the VAE's resolution levels; len - 1 halvings (64 -> 16 pixels: factor 4; SD: 8)."""
+    latent_channels: int = 4
+    """Channels of the latent the UNet denoises (as SD)."""
     text_width: int = 64
     """Width of the text encoder and the UNet's cross-attention."""
     max_tokens: int = 16
     """Tokens per prompt, start and end included."""
     text_layers: int = 2
     """Transformer layers of the text encoder."""
-    unet_channels: tuple[int, ...] = (32, 64, 64)
-    """Channels of the UNet's resolution levels (32, 16, 8 pixels)."""
+    unet_channels: tuple[int, ...] = (32, 64, 128)
+    """Channels of the UNet's resolution levels (16, 8, 4 latent pixels)."""
     layers_per_block: int = 1
-    """ResNet layers per UNet block (1 keeps a training step under a CPU-second: 1.7M parameters)."""
+    """ResNet layers per UNet block (1 keeps a training step near a CPU-second)."""
     num_train_timesteps: int = 1000
     """Diffusion steps of the noise schedule."""
-    beta_schedule: str = "squaredcos_cap_v2"
-    """Noise schedule: the cosine schedule suits small pixel-space images better than SD's latent one."""
+    beta_schedule: str = "scaled_linear"
+    """Noise schedule: SD's latent-space schedule (beta 0.00085 -> 0.012, scaled linear)."""
+
+    @property
+    def latent_size(self) -> int:
+        """Side of the latent: ``image_size`` over the VAE's downsampling factor."""
+        return self.image_size // 2 ** (len(self.vae_channels) - 1)
 
 
 def vocab_and_merges() -> tuple[dict[str, int], list[str]]:
@@ -90,33 +99,54 @@ def build_text_encoder(config: ToyModelConfig):
     )
 
 
+def build_vae(config: ToyModelConfig):
+    """A small ``AutoencoderKL``: SD's architecture (mid-block attention included), fewer channels."""
+    from diffusers import AutoencoderKL
+
+    levels = len(config.vae_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=config.vae_channels,
+        layers_per_block=1,
+        latent_channels=config.latent_channels,
+        norm_num_groups=16,
+        sample_size=config.image_size,
+    )
+
+
 def build_unet(config: ToyModelConfig):
+    """SD's UNet layout (cross-attention on every level but the coarsest), on the VAE's latents."""
     from diffusers import UNet2DConditionModel
 
     levels = len(config.unet_channels)
     return UNet2DConditionModel(
-        sample_size=config.image_size,
-        in_channels=3,
-        out_channels=3,
+        sample_size=config.latent_size,
+        in_channels=config.latent_channels,
+        out_channels=config.latent_channels,
         layers_per_block=config.layers_per_block,
         block_out_channels=config.unet_channels,
-        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1),
-        up_block_types=("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",),
+        down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
         cross_attention_dim=config.text_width,
         attention_head_dim=8,
-        norm_num_groups=8,
+        norm_num_groups=16,
     )
 
 
-def build_controlnet(unet):
+def build_controlnet(unet, config: ToyModelConfig):
     """A depth ControlNet initialised from the UNet's encoder (the ControlNet paper's recipe).
 
-    The conditioning image has the sample's size (pixel space), so its embedding does not
-    downsample: one conditioning block.
+    The conditioning image has the RGB image's size, so its embedding downsamples by the VAE's
+    factor, as SD's depth ControlNet does (512 -> 64 there).
     """
     from diffusers import ControlNetModel
 
-    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16,))
+    halvings = len(config.vae_channels) - 1
+    channels = tuple(16 * 2**i for i in range(halvings + 1))
+    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
 
 
 def build_scheduler(config: ToyModelConfig):
@@ -125,22 +155,25 @@ def build_scheduler(config: ToyModelConfig):
     return DDPMScheduler(
         num_train_timesteps=config.num_train_timesteps,
         beta_schedule=config.beta_schedule,
+        beta_start=0.00085,
+        beta_end=0.012,
         prediction_type="epsilon",
-        clip_sample=True,
+        clip_sample=False,
     )
 
 
-def save_model(folder: Path, config: ToyModelConfig, text_encoder, unet, controlnet=None) -> Path:
+def save_model(folder: Path, config: ToyModelConfig, text_encoder, vae, unet, controlnet=None) -> Path:
     """Write the diffusers layout (safetensors only); ControlNet in ``folder/controlnet``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_tokenizer(folder / "tokenizer", config)
     text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     build_scheduler(config).save_pretrained(folder / "scheduler")
     if controlnet is not None:
         controlnet.save_pretrained(folder / "controlnet", safe_serialization=True)
-    write_model_index(folder, vae=False)
+    write_model_index(folder, vae=True)
     return folder
 
 

@@ -1,15 +1,17 @@
 """Training of the embedded toy model on captures of the toy world (torch only, no bpy).
 
-Two phases, both resumable from checkpoints in a work folder:
+Three phases, each resumable from its checkpoint in a work folder, as SD was built:
 
-1. the text encoder and the UNet together, with the plain epsilon-prediction loss (DDPM eq. 14),
-   classifier-free dropout of the prompt, random horizontal flips and an EMA of the weights;
+0. the ``AutoencoderKL`` alone: L1 + L2 reconstruction and a small KL term (LDM section 3,
+   without the perceptual and adversarial terms), then the latent scale ``1 / std`` (SD: 0.18215);
+1. the text encoder and the UNet together on the (cached) latents of the images and of their
+   mirror images, with the plain epsilon-prediction loss (DDPM eq. 14), classifier-free dropout of
+   the prompt and an EMA of the weights;
 2. a depth ControlNet initialised from the (EMA) UNet's encoder, trained with the UNet and text
-   encoder frozen, on the same images and their depth condition (backend/diffusion/control.py).
+   encoder frozen, on the same latents and their depth condition (backend/diffusion/control.py).
 
-Checkpoints: ``WORK/base.safetensors`` + ``base.json`` and ``WORK/controlnet.safetensors`` +
-``controlnet.json`` (backend/checkpoint.py: no pickle). The ``base.pt`` / ``controlnet.pt``
-pickles of earlier versions are never loaded.
+Checkpoints: ``WORK/vae``, ``WORK/base`` and ``WORK/controlnet`` (``.safetensors`` + ``.json``,
+backend/checkpoint.py: no pickle). The ``*.pt`` pickles of earlier versions are never loaded.
 """
 
 from __future__ import annotations
@@ -29,20 +31,28 @@ from torch import Tensor
 
 from ..checkpoint import check_optimizer_state, checkpoint_exists, legacy_checkpoint, load_state, restoring, save_state
 from ..diffusion.control import depth_to_control
-from .components import ToyModelConfig, build_controlnet, build_scheduler, build_text_encoder, build_unet
+from .components import ToyModelConfig, build_controlnet, build_scheduler, build_text_encoder, build_unet, build_vae
 
 
 @dataclass
 class TrainConfig:
     """Optimisation settings of both phases."""
 
-    steps: int = 3000
+    vae_steps: int = 1800
+    """Steps of phase 0 (the autoencoder)."""
+    vae_batch_size: int = 16
+    """Images per autoencoder step."""
+    vae_learning_rate: float = 1e-3
+    """Peak AdamW learning rate of phase 0."""
+    kl_weight: float = 1e-6
+    """Weight of the KL term of phase 0 (LDM's choice for its KL-f8 autoencoders)."""
+    steps: int = 2500
     """Steps of phase 1 (text encoder + UNet)."""
-    controlnet_steps: int = 800
+    controlnet_steps: int = 600
     """Steps of phase 2 (ControlNet)."""
     batch_size: int = 32
-    """Images per step."""
-    learning_rate: float = 4e-4
+    """Latents per step of phases 1 and 2."""
+    learning_rate: float = 5e-4
     """Peak AdamW learning rate (linear warm-up, cosine decay to 10%)."""
     warmup_steps: int = 100
     """Linear warm-up steps."""
@@ -68,8 +78,23 @@ class ToyDataset:
     """[N] prompt of each image."""
 
 
-def load_toy_dataset(capture_root: Path) -> ToyDataset:
-    """Read the captures written by scripts/train_toy_model.py (one folder per object)."""
+@dataclass
+class LatentDataset:
+    """The training set as phases 1 and 2 see it: VAE latents of every image and of its mirror."""
+
+    latents: Tensor
+    """[N, C, h, w] scaled posterior means of the images."""
+    mirrored: Tensor
+    """[N, C, h, w] the same for the horizontally mirrored images (a flipped latent is not the
+    latent of the flipped image)."""
+    controls: Tensor
+    """[N, 3, S, S] depth condition in [0, 1] (of the unmirrored image)."""
+    prompts: list[str]
+    """[N] prompt of each image."""
+
+
+def load_toy_dataset(capture_root: Path, split: str = "train") -> ToyDataset:
+    """Read the captures under ``capture_root`` (one folder per object, with ``prompt.json``)."""
     from PIL import Image
 
     images, controls, prompts = [], [], []
@@ -81,7 +106,7 @@ def load_toy_dataset(capture_root: Path) -> ToyDataset:
         prompt = json.loads((folder / "prompt.json").read_text())["prompt"]
         scale = float(meta["depth_unit_scale_factor"])
         for frame in meta["frames"]:
-            if frame.get("split", "train") != "train":
+            if frame.get("split", "train") != split:
                 continue
             rgba = np.asarray(Image.open(folder / frame["file_path"]).convert("RGBA"), dtype=np.float32) / 255.0
             alpha = rgba[..., 3:4]
@@ -105,18 +130,17 @@ def lr_at(step: int, total: int, config: TrainConfig) -> float:
     return config.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
 
-def _batch(dataset: ToyDataset, ids: Tensor, empty_ids: Tensor, config: TrainConfig, g: torch.Generator):
-    n = dataset.images.shape[0]
+def _batch(dataset: LatentDataset, ids: Tensor, empty_ids: Tensor, config: TrainConfig, g: torch.Generator):
+    n = dataset.latents.shape[0]
     index = torch.randint(0, n, (config.batch_size,), generator=g)
-    x0 = dataset.images[index]
-    control = dataset.controls[index]
     flip = torch.rand(config.batch_size, generator=g) < 0.5
-    x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+    z0 = torch.where(flip[:, None, None, None], dataset.mirrored[index], dataset.latents[index])
+    control = dataset.controls[index]
     control = torch.where(flip[:, None, None, None], control.flip(-1), control)
     tokens = ids[index].clone()
     drop = torch.rand(config.batch_size, generator=g) < config.cfg_dropout
     tokens[drop] = empty_ids
-    return x0, control, tokens
+    return z0, control, tokens
 
 
 def _noisy(x0: Tensor, alphas_cumprod: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
@@ -126,6 +150,8 @@ def _noisy(x0: Tensor, alphas_cumprod: Tensor, g: torch.Generator) -> tuple[Tens
     return a.sqrt() * x0 + (1 - a).sqrt() * eps, t, eps
 
 
+VAE_CHECKPOINT = "vae"
+"""Phase 0's checkpoint: ``WORK/vae.safetensors`` + ``WORK/vae.json``."""
 BASE_CHECKPOINT = "base"
 """Phase 1's checkpoint: ``WORK/base.safetensors`` + ``WORK/base.json``."""
 CONTROLNET_CHECKPOINT = "controlnet"
@@ -140,8 +166,77 @@ def _resume(stem: Path, stage: str, log: Callable[[str], None]) -> dict | None:
     return load_state(stem, stage=stage) if checkpoint_exists(stem) else None
 
 
-def train_base(
+def train_vae(
     dataset: ToyDataset,
+    model_config: ToyModelConfig,
+    config: TrainConfig,
+    work_dir: Path,
+    log: Callable[[str], None] = print,
+):
+    """Phase 0. Returns the autoencoder with ``config.scaling_factor`` set to 1 / std of its latents."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = work_dir / VAE_CHECKPOINT
+    torch.manual_seed(config.seed)
+    vae = build_vae(model_config)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_learning_rate, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(config.seed + 2)
+    start = 0
+    state = _resume(ckpt, "toy phase-0 training", log)
+    if state is not None:
+        with restoring(ckpt, stage="toy phase-0 training"):
+            vae.load_state_dict(state["vae"])
+            optimizer.load_state_dict(state["optimizer"])
+            check_optimizer_state(optimizer)
+            g.set_state(state["generator"])
+            start = int(state["step"])
+        log(f"phase 0: resuming at step {start}")
+    vae.train()
+    schedule = TrainConfig(learning_rate=config.vae_learning_rate, warmup_steps=config.warmup_steps)
+    clock = time.perf_counter()
+    n = dataset.images.shape[0]
+    for step in range(start, config.vae_steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config.vae_steps, schedule)
+        index = torch.randint(0, n, (config.vae_batch_size,), generator=g)
+        flip = torch.rand(config.vae_batch_size, generator=g) < 0.5
+        x = dataset.images[index]
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=g)
+        recon = vae.decode(z).sample
+        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + config.kl_weight * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        done = step + 1
+        if done % 50 == 0 or done == config.vae_steps:
+            rate = (time.perf_counter() - clock) / (done - start)
+            psnr = -10.0 * math.log10(max(F.mse_loss(recon, x).item() / 4.0, 1e-12))
+            log(f"phase 0: step {done}/{config.vae_steps} loss {loss.item():.4f} psnr {psnr:.1f} dB ({rate:.2f} s/step)")
+        if done % config.checkpoint_every == 0 or done == config.vae_steps:
+            save_state(ckpt, {"step": done, "vae": vae.state_dict(), "optimizer": optimizer.state_dict(),
+                              "generator": g.get_state()})
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        means = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in dataset.images.split(256)])
+    vae.register_to_config(scaling_factor=float(1.0 / means.std()))
+    return vae
+
+
+@torch.no_grad()
+def encode_dataset(vae, dataset: ToyDataset) -> LatentDataset:
+    """The scaled latents of every image and of its mirror (phase 1's inputs)."""
+    scale = float(vae.config.scaling_factor)
+
+    def encode(images: Tensor) -> Tensor:
+        return torch.cat([vae.encode(chunk).latent_dist.mean for chunk in images.split(256)]) * scale
+
+    return LatentDataset(encode(dataset.images), encode(dataset.images.flip(-1)), dataset.controls, dataset.prompts)
+
+
+def train_base(
+    dataset: LatentDataset,
     tokenizer,
     model_config: ToyModelConfig,
     config: TrainConfig,
@@ -201,7 +296,7 @@ def train_base(
 
 
 def train_controlnet(
-    dataset: ToyDataset,
+    dataset: LatentDataset,
     tokenizer,
     text_encoder,
     unet,
@@ -213,7 +308,7 @@ def train_controlnet(
     """Phase 2: the depth ControlNet on the frozen phase-1 model. Returns the ControlNet."""
     ckpt = work_dir / CONTROLNET_CHECKPOINT
     torch.manual_seed(config.seed + 1)
-    controlnet = build_controlnet(unet)
+    controlnet = build_controlnet(unet, model_config)
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=config.learning_rate * 0.5, weight_decay=1e-4)
     g = torch.Generator().manual_seed(config.seed + 1)
     start = 0
@@ -260,6 +355,7 @@ def train_controlnet(
 
 @torch.no_grad()
 def sample_images(
+    vae,
     unet,
     text_encoder,
     tokenizer,
@@ -272,14 +368,14 @@ def sample_images(
     controlnet=None,
     control: Tensor | None = None,
 ) -> Tensor:  # -> [B, 3, S, S] in [0, 1]
-    """DDIM samples with classifier-free guidance (diffusers convention)."""
+    """DDIM samples in latent space with classifier-free guidance (diffusers convention), decoded."""
     from diffusers import DDIMScheduler
 
     scheduler = DDIMScheduler.from_config(build_scheduler(model_config).config)
     scheduler.set_timesteps(steps)
     g = torch.Generator().manual_seed(seed)
-    n, s = len(prompts), model_config.image_size
-    x = torch.randn((n, 3, s, s), generator=g)
+    n, s = len(prompts), model_config.latent_size
+    x = torch.randn((n, model_config.latent_channels, s, s), generator=g)
     cond = text_encoder(tokenize(tokenizer, prompts))[0]
     uncond = text_encoder(tokenize(tokenizer, [""] * n))[0]
     for t in scheduler.timesteps:
@@ -292,7 +388,8 @@ def sample_images(
             extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         e_u, e_c = unet(x_in, t, encoder_hidden_states=emb, **extra).sample.chunk(2)
         x = scheduler.step(e_u + guidance_scale * (e_c - e_u), t, x).prev_sample
-    return ((x + 1) / 2).clamp(0, 1)
+    images = vae.decode(x / float(vae.config.scaling_factor)).sample
+    return ((images + 1) / 2).clamp(0, 1)
 
 
 def image_grid(images: Tensor, columns: int) -> np.ndarray:  # [B, 3, S, S] in [0, 1] -> [H, W, 3] uint8

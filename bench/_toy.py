@@ -1,0 +1,96 @@
+"""What the toy benchmarks (bench/toy_edit2d.py, bench/toy_edit.py) share: options, sources, gallery.
+
+Not a benchmark itself (no figures): the leading underscore keeps it out of the bench list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ALL_METHODS = "sds,dds,pds,ssd,piva"
+
+
+def benchmark_arguments(parser: argparse.ArgumentParser, *, steps: int) -> None:
+    """The options both toy benchmarks share."""
+    parser.add_argument("--methods", default=ALL_METHODS, help="comma-separated methods")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; every method runs every seed")
+    parser.add_argument("--steps", type=int, default=steps, help="edit steps per run")
+    parser.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                        help="override a method's hyperparameter, e.g. piva.lambda_identity=1.0 (JSON value); repeatable")
+    parser.add_argument("--edits", type=Path, default=None,
+                        help='JSON list of {"kind": "appearance"|"shape"|"both", "source": [C, S], "target": [C, S]}')
+    parser.add_argument("--tag", default="", help="label of a variant: added to the figure names and work folders")
+    parser.add_argument("--model", default="toy", help="the diffusion model (default: the embedded toy model)")
+    parser.add_argument("--threads", type=int, default=2)
+
+
+def parse_benchmark(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """(methods, seeds, edits, overrides) from the shared options, with errors that say the fix."""
+    import toy_world
+    from backend.editing.registry import METHODS
+    from backend.toy.judge import DEFAULT_EDITS, EditListError, load_edits
+    from blender_piva.core.overrides import OverrideError, parse_overrides
+
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        parser.error(f"--methods: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(METHODS)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, e.g. 0,1,2; got {args.seeds!r}")
+    if not seeds:
+        parser.error("--seeds is empty; give at least one, e.g. --seeds 0")
+    try:
+        overrides = parse_overrides(args.param, flag="--param", form="METHOD.KEY=VALUE", example="piva.lambda_identity=1.0")
+    except OverrideError as exc:
+        parser.error(str(exc))
+    if overrides and not args.tag:
+        parser.error("--param needs a --tag so the variant's figures and work folders are told apart")
+    try:
+        edits = load_edits(args.edits, tuple(toy_world.COLORS), toy_world.SHAPES) if args.edits else list(DEFAULT_EDITS)
+    except EditListError as exc:
+        parser.error(str(exc))
+    return methods, seeds, edits, overrides
+
+
+def source_views(work: Path):
+    """The benchmark captures (rendered on first use): {(colour, shape): capture folder}."""
+    from toy_world import renders
+
+    root = renders.render_set(work / "captures", renders.BENCHMARK, log=lambda m: print(m, flush=True))
+    return {tuple(p.name.split("_")): p for p in root.iterdir() if (p / "prompt.json").is_file()}
+
+
+def load_eval_views(folder: Path):
+    """([V, 3, H, W] RGB on white in [0, 1], [V, H, W] opacity > 0.5, the frames) of a capture's eval split."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    meta = json.loads((folder / "transforms.json").read_text())
+    frames = [f for f in meta["frames"] if f.get("split") == "eval"]
+    rgbs, masks = [], []
+    for frame in frames:
+        rgba = np.asarray(Image.open(folder / frame["file_path"]).convert("RGBA"), dtype=np.float32) / 255.0
+        rgbs.append(torch.from_numpy(rgba[..., :3] * rgba[..., 3:] + 1.0 - rgba[..., 3:]).permute(2, 0, 1))
+        masks.append(torch.from_numpy(rgba[..., 3] > 0.5))
+    return torch.stack(rgbs), torch.stack(masks), frames
+
+
+def save_gallery(path: Path, rows: list[list]) -> None:
+    """Rows of [3, H, W] images in [0, 1] as one PNG (2x nearest)."""
+    import numpy as np
+    from PIL import Image
+
+    h, w = rows[0][0].shape[1:]
+    grid = np.ones((len(rows) * (h + 2), max(len(r) for r in rows) * (w + 2), 3), dtype=np.float32)
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            grid[i * (h + 2) + 1 : i * (h + 2) + 1 + h, j * (w + 2) + 1 : j * (w + 2) + 1 + w] = (
+                image.permute(1, 2, 0).numpy())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray((grid * 255 + 0.5).astype(np.uint8))
+    image.resize((image.width * 2, image.height * 2), Image.NEAREST).save(path)
