@@ -151,9 +151,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 DEMO_TOY_OVERRIDES = [
-    "edit.render_resolution=32",
+    "edit.render_resolution=64",
 ]
-"""The demo's settings with the embedded toy model (its images are 32x32); goal: minutes on a CPU."""
+"""The demo's settings with the embedded toy model (its VAE takes 64x64 images, 16x16x4 latents);
+goal: minutes on a CPU."""
 DEMO_TOY_STEPS = 150
 """The demo's edit steps with the toy model (given as --steps: --set may not set what a flag sets)."""
 
@@ -457,7 +458,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.jobs:
         args.jobs = str(out / "jobs")
     if args.model == "toy":
-        # The embedded model sees 32x32 images: edit renders at its native size.
+        # The embedded model sees 64x64 images: edit renders at its native size.
         args.set = [*DEMO_TOY_OVERRIDES, *args.set]
         args.steps = args.steps or DEMO_TOY_STEPS
     obj = build_demo_scene()

@@ -18,7 +18,7 @@ import torch
 from ..diffusion.layout import write_clip_tokenizer, write_model_index
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
-WORDS = ("a", "red", "green", "blue", "yellow", "cyan", "purple", "white", "orange", "black", "cube", "sphere", "cylinder", "cone", "torus")
+WORDS = ("a", "red", "green", "blue", "yellow", "cyan", "purple", "cube", "sphere", "cylinder", "cone", "torus")
 """Words that get a token of their own; any other lowercase word is spelled in letters."""
 
 
@@ -53,25 +53,37 @@ class ToyModelConfig:
         return self.image_size // 2 ** (len(self.vae_channels) - 1)
 
 
+def _apply_merges(pieces: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """BPE as the tokenizer runs it: merge the lowest-ranked adjacent pair until none is known."""
+    while len(pieces) > 1:
+        rank, i = min((ranks.get(pair, 1 << 30), i) for i, pair in enumerate(zip(pieces, pieces[1:])))
+        if rank == 1 << 30:
+            break
+        pieces = pieces[:i] + [pieces[i] + pieces[i + 1]] + pieces[i + 2 :]
+    return pieces
+
+
 def vocab_and_merges() -> tuple[dict[str, int], list[str]]:
     """A CLIP-style BPE vocabulary: every letter (alone and word-final) and one token per word."""
     tokens = ["<|startoftext|>", "<|endoftext|>"]
     for c in LETTERS + "0123456789.,!?'-":
         tokens += [c, c + "</w>"]
     merges: list[str] = []
-    # Longer words first: BPE applies the lowest-ranked pair first, so "red"'s (r, e) must rank
-    # after every merge of "green" for both to become single tokens.
+    ranks: dict[tuple[str, str], int] = {}
+    # Each word first goes through the merges made so far (as the tokenizer will run them); what is
+    # left is merged left to right by new merges ranked after all earlier ones, so no word's merges
+    # can split another word ("orange"'s (o, r) would otherwise split "torus" into t, or, u, s).
     for word in sorted(WORDS, key=lambda w: (-len(w), w)):
         if len(word) == 1:
             continue
-        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        pieces = _apply_merges(list(word[:-1]) + [word[-1] + "</w>"], ranks)
         current = pieces[0]
         for piece in pieces[1:]:
-            merged = current + piece
+            ranks[(current, piece)] = len(merges)
             merges.append(f"{current} {piece}")
-            if merged not in tokens:
-                tokens.append(merged)
-            current = merged
+            if current + piece not in tokens:
+                tokens.append(current + piece)
+            current += piece
     return {tok: i for i, tok in enumerate(tokens)}, merges
 
 

@@ -17,8 +17,9 @@ import torch
 
 LEGACY_NAMES = ("reconstruct.pt", "edit.pt", "base.pt", "controlnet.pt")
 """Every pickle checkpoint name the project ever wrote (reconstruct, edit, toy phases 1 and 2)."""
-STEMS = ("reconstruct", "edit", "base", "controlnet")
-"""The stems of the current checkpoints: ``STEM.safetensors`` + ``STEM.json``."""
+STEMS = ("reconstruct", "edit", "vae", "base", "controlnet", "oracle")
+"""The stems of the current checkpoints: ``STEM.safetensors`` + ``STEM.json`` (reconstruct, edit,
+toy phases 0, 1 and 2, toy oracle)."""
 
 
 class Planted:

@@ -1,41 +1,96 @@
-"""bench/toy_edit.py: its ablation overrides reach the method configs they name."""
+"""The toy benchmarks' shared options (bench/_toy.py): overrides, seeds, methods and edit lists are
+checked before anything runs, with errors that say the fix."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
+import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from backend.editing.registry import build_config
+from backend.toy.judge import DEFAULT_EDITS
 
-_PATH = Path(__file__).resolve().parents[2] / "bench" / "toy_edit.py"
+_BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(_BENCH))  # the scripts import bench/_toy.py as their neighbour
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", _BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(_BENCH))
 
 
 @pytest.fixture(scope="module")
-def toy_edit():
-    spec = importlib.util.spec_from_file_location("bench_toy_edit", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def toy():
+    return _load("_toy")
 
 
-def test_overrides_are_parsed_as_json_per_method(toy_edit):
-    parsed = toy_edit.parse_overrides(
-        ["piva.lambda_identity=1.5", "piva.use_source_latent=true", "pds.schedule=uniform"]
-    )
+def parse(toy, argv: list[str]):
+    parser = argparse.ArgumentParser(prog="bench")
+    toy.benchmark_arguments(parser, steps=10)
+    return toy.parse_benchmark(parser.parse_args(argv), parser)
+
+
+def test_defaults_are_every_method_three_seeds_and_the_default_edits(toy):
+    methods, seeds, edits, overrides = parse(toy, [])
+    assert methods == ["sds", "dds", "pds", "ssd", "piva"]
+    assert seeds == [0, 1, 2]
+    assert edits == list(DEFAULT_EDITS) and overrides == {}
+
+
+def test_overrides_are_parsed_as_json_per_method(toy):
+    argv = ["--tag", "x", "--param", "piva.lambda_identity=1.5", "--param", "piva.use_source_latent=true",
+            "--param", "pds.schedule=uniform"]
+    _, _, _, parsed = parse(toy, argv)
     assert parsed == {"piva": {"lambda_identity": 1.5, "use_source_latent": True}, "pds": {"schedule": "uniform"}}
     config = build_config("piva", params=parsed["piva"])
     assert (config.lambda_identity, config.use_source_latent) == (1.5, True)
 
 
 @pytest.mark.parametrize("bad", ["piva", "lambda_identity=1", "piva.=1"])
-def test_malformed_override_says_the_expected_form(toy_edit, bad):
-    with pytest.raises(SystemExit, match="METHOD.KEY=VALUE"):
-        toy_edit.parse_overrides([bad])
-
-
-def test_ablation_without_a_tag_is_refused(toy_edit, capsys):
+def test_malformed_override_says_the_expected_form(toy, bad, capsys):
     with pytest.raises(SystemExit):
-        toy_edit.main(["--param", "piva.lambda_identity=1.0"])
+        parse(toy, ["--tag", "x", "--param", bad])
+    assert "METHOD.KEY=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--param", "piva.lambda_identity=1.0"], "--tag"),
+    (["--methods", "dds,nerf"], "nerf"),
+    (["--seeds", "0,x"], "comma-separated integers"),
+    (["--seeds", ","], "at least one"),
+])
+def test_bad_options_are_refused_with_the_fix(toy, argv, says, capsys):
+    with pytest.raises(SystemExit):
+        parse(toy, argv)
+    assert says in capsys.readouterr().err
+
+
+def test_an_edit_list_file_replaces_the_default_edits(toy, tmp_path):
+    path = tmp_path / "edits.json"
+    path.write_text(json.dumps([{"kind": "both", "source": ["red", "cube"], "target": ["blue", "torus"]}]))
+    _, _, edits, _ = parse(toy, ["--edits", str(path)])
+    assert [(e.kind, e.source, e.target) for e in edits] == [("both", ("red", "cube"), ("blue", "torus"))]
+
+
+def test_a_bad_edit_list_is_refused_before_anything_renders(toy, tmp_path, capsys):
+    path = tmp_path / "edits.json"
+    path.write_text(json.dumps([{"kind": "shape", "source": ["red", "cube"], "target": ["blue", "cube"]}]))
+    with pytest.raises(SystemExit):
+        parse(toy, ["--edits", str(path)])
+    assert "must change the shape only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["toy_edit", "toy_edit2d"])
+def test_both_benchmarks_refuse_an_untagged_ablation(script, capsys):
+    with pytest.raises(SystemExit):
+        _load(script).main(["--param", "piva.lambda_identity=1.0"])
     assert "--tag" in capsys.readouterr().err
