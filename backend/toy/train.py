@@ -158,12 +158,33 @@ CONTROLNET_CHECKPOINT = "controlnet"
 """Phase 2's checkpoint: ``WORK/controlnet.safetensors`` + ``WORK/controlnet.json``."""
 
 
-def _resume(stem: Path, stage: str, log: Callable[[str], None]) -> dict | None:
-    """The state saved at ``stem``, or None to start from scratch; an old pickle there is only reported."""
+def _resume(stem: Path, stage: str, log: Callable[[str], None], inputs: str = "") -> dict | None:
+    """The state saved at ``stem``, or None to start from scratch; an old pickle there is only reported.
+
+    ``inputs`` is the digest of what the phase trains on (the latents for phase 1, the frozen UNet
+    and text encoder for phase 2): a checkpoint made on other inputs is not resumed, or a re-trained
+    autoencoder or a longer phase 1 would silently keep a phase trained on the old one.
+    """
     old = legacy_checkpoint(stem)
     if old is not None:
         log(f"{stage}: ignoring {old}: pickle checkpoints of earlier versions are never loaded (they can run code)")
-    return load_state(stem, stage=stage) if checkpoint_exists(stem) else None
+    if not checkpoint_exists(stem):
+        return None
+    state = load_state(stem, stage=stage)
+    if inputs and state.get("inputs", inputs) != inputs:
+        log(f"{stage}: starting over: its checkpoint {stem} was trained on other inputs (an earlier phase changed)")
+        return None
+    return state
+
+
+def digest(*tensors: Tensor) -> str:
+    """SHA-256 of the tensors' bytes: identifies a phase's inputs in its checkpoint."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
 
 
 def train_vae(
@@ -253,7 +274,8 @@ def train_base(
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=1e-4)
     g = torch.Generator().manual_seed(config.seed)
     start = 0
-    state = _resume(ckpt, "toy phase-1 training", log)
+    inputs = digest(dataset.latents, dataset.mirrored)
+    state = _resume(ckpt, "toy phase-1 training", log, inputs)
     if state is not None:
         with restoring(ckpt, stage="toy phase-1 training"):
             for module, key in ((text_encoder, "te"), (unet, "unet"), (ema_te, "ema_te"), (ema_unet, "ema_unet")):
@@ -289,7 +311,7 @@ def train_base(
             rate = (time.perf_counter() - clock) / (done - start)
             log(f"phase 1: step {done}/{config.steps} loss {loss.item():.4f} ({rate:.2f} s/step)")
         if done % config.checkpoint_every == 0 or done == config.steps:
-            save_state(ckpt, {"step": done, "te": text_encoder.state_dict(), "unet": unet.state_dict(),
+            save_state(ckpt, {"step": done, "inputs": inputs, "te": text_encoder.state_dict(), "unet": unet.state_dict(),
                               "ema_te": ema_te.state_dict(), "ema_unet": ema_unet.state_dict(),
                               "optimizer": optimizer.state_dict(), "generator": g.get_state()})
     return ema_te.eval(), ema_unet.eval()
@@ -312,7 +334,8 @@ def train_controlnet(
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=config.learning_rate * 0.5, weight_decay=1e-4)
     g = torch.Generator().manual_seed(config.seed + 1)
     start = 0
-    state = _resume(ckpt, "toy phase-2 training", log)
+    inputs = digest(*unet.state_dict().values(), *text_encoder.state_dict().values())
+    state = _resume(ckpt, "toy phase-2 training", log, inputs)
     if state is not None:
         with restoring(ckpt, stage="toy phase-2 training"):
             controlnet.load_state_dict(state["controlnet"])
@@ -348,7 +371,7 @@ def train_controlnet(
             rate = (time.perf_counter() - clock) / (done - start)
             log(f"phase 2: step {done}/{config.controlnet_steps} loss {loss.item():.4f} ({rate:.2f} s/step)")
         if done % config.checkpoint_every == 0 or done == config.controlnet_steps:
-            save_state(ckpt, {"step": done, "controlnet": controlnet.state_dict(), "optimizer": optimizer.state_dict(),
+            save_state(ckpt, {"step": done, "inputs": inputs, "controlnet": controlnet.state_dict(), "optimizer": optimizer.state_dict(),
                               "generator": g.get_state()})
     return controlnet.eval()
 

@@ -112,6 +112,23 @@ def test_every_phase_resumes_to_the_uninterrupted_result(tmp_path, dataset, toke
                      "vae.json", "vae.safetensors"]
 
 
+def test_a_phase_trained_on_other_inputs_starts_over_instead_of_resuming(tmp_path, latents, tokenizer):
+    work, logs = tmp_path / "work", []
+    te, unet = train_base(latents, tokenizer, TINY, ONE_STEP, work, log=quiet)
+    train_controlnet(latents, tokenizer, te, unet, TINY, ONE_STEP, work, log=quiet)
+    # a longer phase 1 changes the UNet: phase 2's checkpoint belongs to the old one
+    te2, unet2 = train_base(latents, tokenizer, TINY, FAST, work, log=logs.append)
+    train_controlnet(latents, tokenizer, te2, unet2, TINY, FAST, work, log=logs.append)
+    assert "phase 1: resuming at step 1" in logs
+    assert any(line.startswith("toy phase-2 training: starting over") for line in logs), logs
+    assert "phase 2: resuming at step 1" not in logs
+    # other latents (a re-trained autoencoder): phase 1 starts over too
+    shifted = LatentDataset(latents.latents + 1.0, latents.mirrored, latents.controls, latents.prompts)
+    logs.clear()
+    train_base(shifted, tokenizer, TINY, FAST, work, log=logs.append)
+    assert any(line.startswith("toy phase-1 training: starting over") for line in logs), logs
+
+
 def test_vae_sets_the_scale_that_gives_its_latents_unit_std(vae, latents):
     scale = float(vae.config.scaling_factor)
     assert scale > 0 and scale != 1.0  # 1 would be diffusers' default: phase 0 did not set it
