@@ -94,3 +94,25 @@ def save_gallery(path: Path, rows: list[list]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.fromarray((grid * 255 + 0.5).astype(np.uint8))
     image.resize((image.width * 2, image.height * 2), Image.NEAREST).save(path)
+
+
+def print_run(label: str, edit, seed: int, score, started: float) -> None:
+    """One line per run: the verdict, what the oracle saw, the time so far."""
+    import time
+
+    print(f"{label:10s} {edit.kind:10s} {edit.label:38s} seed {seed}: success {score.success:d} "
+          f"drift {score.drift:.3f} speckle {score.speckle:.2f} (oracle: {', '.join(score.seen)}) "
+          f"[{time.perf_counter() - started:.0f} s]", flush=True)
+
+
+def finish(runs: dict[str, list], gallery: dict[int, list], path: Path, started: float) -> None:
+    """The table and figure lines, the gallery, ``toy_edit_seconds``."""
+    import time
+
+    from backend.toy.judge import report
+
+    print()
+    print("\n".join(report(runs)))
+    save_gallery(path, [gallery[i] for i in sorted(gallery)])
+    print(f"gallery: {path} (columns: source, {', '.join(runs)})")
+    print(f"toy_edit_seconds: {time.perf_counter() - started:.1f}")

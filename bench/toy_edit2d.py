@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _toy import benchmark_arguments, load_eval_views, parse_benchmark, save_gallery, source_views  # noqa: E402
+from _toy import benchmark_arguments, finish, load_eval_views, parse_benchmark, print_run, source_views  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from backend.diffusion.model import DiffusionModel
     from backend.edit2d import edit_image
     from backend.stages.edit import resolve_model
-    from backend.toy.judge import JUDGED_VIEWS, report, score_run, white_distance_mask
+    from backend.toy.judge import JUDGED_VIEWS, score_run, white_distance_mask
     from backend.toy.oracle import load_oracle
     from blender_piva.contract import EditSettings
 
@@ -72,14 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs[label].append((edit, seed, score))
                 if seed == seeds[0]:
                     gallery[index].append(edited[0])
-                print(f"{label:10s} {edit.kind:10s} {edit.label:38s} seed {seed}: success {score.success:d} "
-                      f"drift {score.drift:.3f} speckle {score.speckle:.2f} (oracle: {', '.join(score.seen)})",
-                      flush=True)
-    print()
-    print("\n".join(report(runs)))
-    save_gallery(args.gallery, [gallery[i] for i in sorted(gallery)])
-    print(f"gallery: {args.gallery} (columns: source, {', '.join(runs)})")
-    print(f"toy_edit_seconds: {time.perf_counter() - started:.1f}")
+                print_run(label, edit, seed, score, started)
+    finish(runs, gallery, args.gallery, started)
     return 0
 
 
