@@ -4,6 +4,8 @@
                                           --run-started TIME: cancel requests older than TIME are stale
     python -m backend check [--model M]   report torch, CUDA, diffusers, peft, nerfacc, tinycudann
     python -m backend edit2d IN OUT ...   edit an image file with any method (the 2D path)
+    python -m backend judge RESULT SOURCE --color C --shape S
+                                          the toy oracle's verdict on rendered views (the main job's check)
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
         from .edit2d import main_edit2d
 
         return main_edit2d(argv[1:])
+    if argv and argv[0] == "judge":
+        from .toy.judge_views import main_judge
+
+        return main_judge(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a job file")
@@ -38,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--model", default="", help="also try to load this model id, folder or 'toy'")
     check.add_argument("--controlnet", default="", help="with --model: this depth ControlNet (default: the model's own)")
     sub.add_parser("edit2d", help="edit an image file (see `python -m backend edit2d --help`)")
+    sub.add_parser("judge", help="the toy oracle's verdict on views (see `python -m backend judge --help`)")
     args = parser.parse_args(argv)
     if args.command == "run":
         from .runner import run_job

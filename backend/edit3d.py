@@ -9,7 +9,8 @@ Every step:
    ControlNet condition when the model has one (PIVA appendix D.1);
 4. the chosen method's step: its gradient is injected into the render (one convention, see
    backend/editing/base.py), backpropagated into the field; PIVA also trains its adapters;
-5. Adam on the field (hash grid lr 0.01 in the paper), progress, previews, checkpoints.
+5. Adam on the field (hash grid lr 0.01 as the paper, MLPs 0.001 as threestudio), progress,
+   previews, checkpoints.
 
 A checkpoint (``checkpoints/edit.safetensors`` + ``edit.json``, backend/checkpoint.py: no pickle)
 holds the step, the field, its optimiser, the method's state (PIVA's adapters and their optimiser),
@@ -194,6 +195,8 @@ def _setup(
     """The edited copy and its optimiser at step 0; the frozen original with a filled grid; the prompts."""
     original = original.to(device).eval().requires_grad_(False)
     edited = copy.deepcopy(original).train().requires_grad_(True)
+    if spec.edit.fine_level_limit > 0:  # levels finer than a render pixel stay as fitted (EditSettings)
+        edited.encoding.freeze_levels_above(spec.edit.fine_level_limit * spec.edit.render_resolution)
     source_sampler = make_sampler(original.aabb, 96, device)
     sampler = make_sampler(edited.aabb, 96, device, warmup_steps=0)
     if isinstance(source_sampler, StratifiedSampler):
@@ -201,7 +204,8 @@ def _setup(
     source_generator = torch.Generator(device=device)
     source_generator.manual_seed(spec.seed)
     source_sampler.update(0, original.density, generator=source_generator)
-    optimizer = torch.optim.Adam(edited.parameters(), lr=spec.edit.field_learning_rate, betas=(0.9, 0.99), eps=1e-15)
+    groups = edited.parameter_groups(spec.edit.field_learning_rate, spec.edit.field_mlp_learning_rate)
+    optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
     generator = torch.Generator(device=device)
     generator.manual_seed(spec.seed)
     source = EditSource(

@@ -477,6 +477,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         image = before_after(obj, result[-1], out / "before_after.png")
         print(f"PIVA: before (top) and after (bottom) renders: {image}")
+        if args.model == "toy":
+            return judge_demo(args, obj, result[-1], out / "judge")
+    return 0
+
+
+def judge_demo(args: argparse.Namespace, source, result, folder: Path) -> int:
+    """The toy oracle's verdict on the result's held-out views: ``demo_oracle_agree`` (fraction seen
+    as the target) and ``demo_speckle_ratio`` (roughness over the source's), via the backend."""
+    import json
+    import subprocess
+
+    from .core.backend_process import backend_env
+    from .scene.compare import save_judged_views
+
+    words = args.target.split()
+    if len(words) != 3 or words[0] not in ("a", "an"):
+        print(f"PIVA: not judged: the toy oracle reads targets like 'a blue cube', not {args.target!r}")
+        return 0
+    save_judged_views(source, folder / "source")
+    save_judged_views(result, folder / "result")
+    config = backend_config(args)
+    run = subprocess.run(
+        [config.resolved_python(), "-m", "backend", "judge", str(folder / "result"), str(folder / "source"),
+         "--color", words[1], "--shape", words[2], "--json"],
+        env=backend_env(config), capture_output=True, text=True, check=False,
+    )
+    if run.returncode != 0:
+        print(f"PIVA: the oracle could not judge the result: {run.stderr.strip() or run.stdout.strip()}", file=sys.stderr)
+        return 1
+    verdict = json.loads(run.stdout.strip().splitlines()[-1])
+    print(f"demo_oracle_agree: {verdict['agree']:.2f}")
+    print(f"demo_speckle_ratio: {verdict['speckle_ratio']:.2f}")
+    print(f"PIVA: the oracle saw: {', '.join(verdict['seen'])} (views in {folder})")
     return 0
 
 

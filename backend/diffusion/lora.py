@@ -6,10 +6,14 @@ SAME network, switched per call, so no extra copy of the UNet is loaded (methods
 pretrained model. Their weights, optimizer state and loss are float32 while the UNet may run in
 fp16/bf16 (peft casts the activations to the adapter's dtype).
 
-Training (PIVA eq. 7 and 8, with w(t) = 1, as in ProlificDreamer's LoRA step): one Adam step of
+Training (PIVA eq. 7 and 8, with w(t) = 1, as in ProlificDreamer's LoRA step): one AdamW step
+(ProlificDreamer's: betas 0.9/0.99, eps 1e-15) of
 ``|| e_adapter(sqrt(a_t) x0 + sqrt(1 - a_t) eps, t, c) - eps ||^2`` on DETACHED images ``x0``:
 psi on renders of the original field/image with the source prompt, phi on renders of the edited
-one with the target prompt. t ~ U[t_min, t_max) (ProlificDreamer: U[0, T)).
+one with the target prompt. t ~ U[t_min, t_max) (ProlificDreamer: U[0, T)). Each sample's
+condition is replaced by the empty prompt's with probability ``condition_dropout`` (10%, as
+ProlificDreamer drops its LoRA's camera condition), so the adapters also learn the unconditional
+prediction.
 
 3D (appendix D.1): pass ``control`` (a depth image) to evaluate and train the adapters on the
 ControlNet path; the LoRA sits on the UNet, the ControlNet only adds its residuals.
@@ -52,6 +56,12 @@ class LoraSettings:
     """Largest training timestep as a fraction of T (exclusive)."""
     seed: int = 0
     """Seed of the LoRA ``A`` initialisation (``B`` starts at zero), so edits are reproducible."""
+    condition_dropout: float = 0.1
+    """Probability that a training sample's condition is the empty prompt's (ProlificDreamer: 0.1)."""
+    betas: tuple[float, float] = (0.9, 0.99)
+    """AdamW betas of both adapters (ProlificDreamer/threestudio)."""
+    eps: float = 1e-15
+    """AdamW epsilon of both adapters (ProlificDreamer/threestudio)."""
 
 
 class LoraPair:
@@ -63,6 +73,8 @@ class LoraPair:
 
         if settings.rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {settings.rank}")
+        if not 0.0 <= settings.condition_dropout <= 1.0:
+            raise ValueError(f"condition_dropout is a probability in [0, 1], got {settings.condition_dropout}")
         self.model = model
         self.settings = settings
         net = model.lora_target
@@ -96,7 +108,8 @@ class LoraPair:
                     self.params[name].append(p)
         self._init_a(settings.seed)
         self.optimizers = {
-            name: torch.optim.Adam(self.params[name], lr=settings.learning_rate) for name in (SOURCE, TARGET)
+            name: torch.optim.AdamW(self.params[name], lr=settings.learning_rate, betas=settings.betas, eps=settings.eps)
+            for name in (SOURCE, TARGET)
         }
         self._select(None)
 
@@ -146,21 +159,30 @@ class LoraPair:
         cond: Tensor,  # [B, ...] conditioning
         *,
         control: Tensor | None = None,
+        null_cond: Tensor | None = None,  # [1 or B, ...] the empty prompt's conditioning, for dropout
         generator: torch.Generator | None = None,
     ) -> float:
-        """One Adam step of the diffusion loss of adapter ``name``; returns the loss value."""
+        """One AdamW step of the diffusion loss of adapter ``name``; returns the loss value.
+
+        With ``null_cond`` each sample's ``cond`` is replaced by it with probability
+        ``condition_dropout``; without it there is no dropout."""
         x0 = x0.detach().float()
         T = self.model.alphas_cumprod.shape[0]
         lo = int(self.settings.t_min * T)
         hi = max(int(self.settings.t_max * T), lo + 1)
         t = torch.randint(lo, min(hi, T), (x0.shape[0],), generator=generator, device=x0.device)
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=torch.float32)
+        cond = cond.detach()
+        if null_cond is not None and self.settings.condition_dropout > 0.0:
+            drop = torch.rand((x0.shape[0],), generator=generator, device=x0.device) < self.settings.condition_dropout
+            null = null_cond.detach().to(cond.dtype).expand(cond.shape)
+            cond = torch.where(drop.view(-1, *([1] * (cond.dim() - 1))), null, cond)
         a = self.model.alphas_cumprod[t].view(-1, *([1] * (x0.dim() - 1)))
         x_t = a.sqrt() * x0 + (1.0 - a).sqrt() * eps
         optimizer = self.optimizers[name]
         optimizer.zero_grad(set_to_none=True)
         with self.active(name):
-            pred = self.model.predict_noise(x_t, t, cond.detach(), control=control)
+            pred = self.model.predict_noise(x_t, t, cond, control=control)
             loss = torch.nn.functional.mse_loss(pred.float(), eps)
             loss.backward()
         optimizer.step()

@@ -17,9 +17,10 @@ latents come back in float32 so losses and LoRA training stay in fp32.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
@@ -180,6 +181,17 @@ class DiffusionModel:
             return ((latents + 1.0) / 2.0).clamp(0.0, 1.0).float()
         image = self.vae.decode((latents / self.scaling_factor).to(self.dtype)).sample
         return ((image.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    @contextmanager
+    def freeu(self, *, b1: float, b2: float, s1: float, s2: float) -> Iterator[None]:
+        """Within the block the UNet runs with FreeU (Si et al., 2024: backbone features of the first
+        two up-blocks scaled by b1, b2, their skip features' low frequencies by s1, s2), via
+        diffusers' ``enable_freeu``; afterwards the plain UNet again. Used by SSD (its reference)."""
+        self.unet.enable_freeu(b1=b1, b2=b2, s1=s1, s2=s2)
+        try:
+            yield
+        finally:
+            self.unet.disable_freeu()
 
     def predict_noise(
         self,

@@ -155,6 +155,8 @@ class EditMethod(ABC):
 
     name: ClassVar[str]
     config_class: ClassVar[type]
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    """Named sets of config values (``method_params: {"preset": NAME}``), e.g. PIVA's ``paper``."""
 
     def __init__(self, config: Any, model: NoisePredictor) -> None:
         if not isinstance(config, self.config_class):

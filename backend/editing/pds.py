@@ -6,15 +6,18 @@
 x_t and x_{t-1} come from the forward process of each x0 with noises eps, eps' SHARED by the two
 branches; mu(x_t, x0) = gamma_t x0 + delta_t x_t is the DDPM posterior mean (eq. 6) and
 x0_hat(x_t, y) = (x_t - sqrt(1 - a_t) CFG_s(x_t, y)) / sqrt(a_t) (eq. 7). As in the reference code,
-t lives on a DDIM grid of ``grid_steps`` points and t-1 is the previous grid point. Unlike the
-reference, beta_t here is the effective one between the two grid points: beta = 1 - a_t / a_prev,
-sigma_t = sqrt((1 - a_prev) / (1 - a_t) * beta) (a standard deviation: z is N(0, I) under the
-model). One UNet call of 4.
+t lives on a DDIM grid of ``grid_steps`` points and t-1 is the previous grid point.
 
-Known open defect (docs/methods.md, section PDS): with this effective beta the coefficient of
-(x_tgt - x_src) in eq. 14 is exactly zero, so the update reduces to chi(t) * (CFG_tgt - CFG_src), a
-re-weighted DDS. The reference takes the scheduler's single-step beta_t and alpha_t with the grid's
-a_prev instead. Tracked separately; the maths here is unchanged until that is decided.
+Coefficients as the reference (KAIST-Visual-AI-Group/PDS, ``pds/pds.py``): the scheduler's
+SINGLE-STEP beta_t = 1 - a_t / a_{t-1} and alpha_t = 1 - beta_t, with the GRID's a_prev:
+
+    gamma_t = sqrt(a_prev) beta_t / (1 - a_t)      delta_t = sqrt(alpha_t) (1 - a_prev) / (1 - a_t)
+    sigma_t = sqrt((1 - a_prev) / (1 - a_t) * beta_t)
+
+so the coefficient psi(t) = sqrt(a_prev) - gamma_t - delta_t sqrt(a_t) of (x_tgt - x_src) in
+eq. 14 is not zero: the pull towards the source that makes PDS preserve identity. (The
+self-consistent effective beta 1 - a_t / a_prev between the grid points makes psi(t) exactly zero
+and PDS a re-weighted DDS; docs/methods.md, section PDS.) One UNet call of 4.
 """
 
 from __future__ import annotations
@@ -40,13 +43,26 @@ class PDSConfig(ScheduleConfig):
     """w(t): ``one`` (reference) or ``sigma2`` = 1 - alpha_bar_t."""
 
 
-def stochastic_latent(x_prev: Tensor, x_t: Tensor, e: Tensor, a_t: Tensor, a_prev: Tensor) -> Tensor:
-    """Eq. 9 with eq. 6-7: (x_{t-1} - mu(x_t, x0_hat)) / sigma_t. ``a_*`` broadcast against x."""
-    beta = 1.0 - a_t / a_prev
-    x0_hat = (x_t - (1.0 - a_t).sqrt() * e) / a_t.sqrt()
+def single_step_beta(alphas_cumprod: Tensor, t: Tensor) -> Tensor:
+    """[B] the scheduler's beta_t = 1 - a_t / a_{t-1} (beta_0 = 1 - a_0), from the [T] alpha_bar table."""
+    a_t = alphas_cumprod[t]
+    a_below = torch.where(t > 0, alphas_cumprod[(t - 1).clamp(min=0)], torch.ones_like(a_t))
+    return 1.0 - a_t / a_below
+
+
+def posterior_coefficients(alphas_cumprod: Tensor, t: Tensor, t_prev: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """[B] (gamma_t, delta_t, sigma_t) of mu = gamma_t x0_hat + delta_t x_t and z's scale (reference)."""
+    a_t, a_prev = alphas_cumprod[t], alphas_cumprod[t_prev]
+    beta = single_step_beta(alphas_cumprod, t)
     gamma = a_prev.sqrt() * beta / (1.0 - a_t)
     delta = (1.0 - beta).sqrt() * (1.0 - a_prev) / (1.0 - a_t)
     sigma = ((1.0 - a_prev) / (1.0 - a_t) * beta).sqrt()
+    return gamma, delta, sigma
+
+
+def stochastic_latent(x_prev: Tensor, x_t: Tensor, e: Tensor, a_t: Tensor, gamma: Tensor, delta: Tensor, sigma: Tensor) -> Tensor:
+    """Eq. 9 with eq. 6-7: (x_{t-1} - mu(x_t, x0_hat)) / sigma_t. The [B, 1, ...] factors broadcast against x."""
+    x0_hat = (x_t - (1.0 - a_t).sqrt() * e) / a_t.sqrt()
     return (x_prev - gamma * x0_hat - delta * x_t) / sigma
 
 
@@ -74,8 +90,9 @@ class PDS(EditMethod):
         # 3. guided predictions of both branches in one UNet call of 4
         e_tgt, e_src = guided_pair(self.model, x_t, xs_t, t, inputs, c.guidance_scale)
         # 4. eq. 13: difference of the stochastic latents
-        a_t, a_prev = per_sample(ac[t], x), per_sample(ac[t_prev], x)
-        z_tgt = stochastic_latent(x_prev, x_t, e_tgt, a_t, a_prev)
-        z_src = stochastic_latent(xs_prev, xs_t, e_src, a_t, a_prev)
+        a_t = per_sample(ac[t], x)
+        gamma, delta, sigma = (per_sample(v, x) for v in posterior_coefficients(ac, t, t_prev))
+        z_tgt = stochastic_latent(x_prev, x_t, e_tgt, a_t, gamma, delta, sigma)
+        z_src = stochastic_latent(xs_prev, xs_t, e_src, a_t, gamma, delta, sigma)
         grad = per_sample(weight(c.weighting, ac, t), x) * (z_tgt - z_src)
         return grad, {"t": float(t.float().mean())}

@@ -17,7 +17,8 @@ Choices where the paper is ambiguous (docs/methods.md, section PIVA, gives the r
   e(x_t, c_src) - e(x_t, c_tgt), NOT zero for different prompts (it is zero for equal prompts): at
   step 0 PIVA is DDS with the conditional delta scaled by (s - lambda) instead of s.
 * Timesteps: ProlificDreamer's annealed schedule (t_max 0.98 -> 0.5 at 20% of the run), appendix A.
-* Adapter training: t ~ U[0, T), w = 1, Adam lr 1e-4, one step each per edit step (ProlificDreamer).
+* Adapter training: t ~ U[0, T), w = 1, AdamW (betas 0.9/0.99, eps 1e-15) lr 1e-4, 10% of the
+  conditions dropped to the empty prompt, one step each per edit step (ProlificDreamer).
 * 3D (appendix D.1): with ``inputs.control`` (depth) the adapters run on the ControlNet path; the
   base model does not, unless ``control_base``.
 """
@@ -68,6 +69,11 @@ class PIVAConfig(ScheduleConfig):
     """Largest adapter-training timestep, fraction of T (exclusive)."""
     lora_seed: int = 0
     """Seed of the adapters' LoRA A initialisation (reproducible edits)."""
+    lora_condition_dropout: float = 0.1
+    """Probability that an adapter-training sample gets the empty prompt (ProlificDreamer: 0.1)."""
+    adapter_steps: int = 1
+    """Diffusion-loss steps of EACH adapter per edit step (Algorithm 1: 1); more lets the adapters
+    keep up with the edit (each draws its own t and noise)."""
     train_adapters: bool = True
     """Update psi and phi after every step (Algorithm 1); False freezes them at the base model."""
     use_source_latent: bool = False
@@ -88,9 +94,25 @@ class PIVAConfig(ScheduleConfig):
     paper's 3D experiments (appendix D.1); False = plain LoRA adapters, as in its 2D experiments."""
 
 
+PAPER: dict[str, object] = {
+    "schedule": "annealed",
+    "guidance_scale": 7.5,
+    "lambda_identity": 0.4,
+    "weighting": "sigma2",
+    "lora_rank": 4,
+    "lora_learning_rate": 1e-4,
+    "use_source_latent": False,
+    "adapter_steps": 1,
+    "adapter_warmup_steps": 0,
+    "adapter_control": True,
+}
+"""The paper's settings (appendix A, Algorithm 1, section 3.2's x_t shortcut): the ``paper`` preset."""
+
+
 class PIVA(EditMethod):
     name = "piva"
     config_class = PIVAConfig
+    presets = {"paper": PAPER}
 
     def __init__(self, config: PIVAConfig, model: NoisePredictor) -> None:
         super().__init__(config, model)
@@ -103,8 +125,11 @@ class PIVA(EditMethod):
                 t_min=config.lora_t_min,
                 t_max=config.lora_t_max,
                 seed=config.lora_seed,
+                condition_dropout=config.lora_condition_dropout,
             ),
         )
+        if config.adapter_steps < 0:
+            raise ValueError(f"adapter_steps must be >= 0 (1 = the paper), got {config.adapter_steps}")
         if config.adapter_warmup_steps < 0:
             raise ValueError(f"adapter_warmup_steps must be >= 0 (0 = no warm-up, as in the paper), got {config.adapter_warmup_steps}")
         self.warmed_up = config.adapter_warmup_steps == 0
@@ -117,8 +142,10 @@ class PIVA(EditMethod):
         control = (inputs.source_control if inputs.source_control is not None else inputs.control) if c.adapter_control else None
         loss_psi = loss_phi = 0.0
         for _ in range(c.adapter_warmup_steps):
-            loss_psi = self.adapters.train_step(SOURCE, source, expand(inputs.cond_src, B), control=control, generator=inputs.generator)
-            loss_phi = self.adapters.train_step(TARGET, source, expand(inputs.cond_tgt, B), control=control, generator=inputs.generator)
+            loss_psi = self.adapters.train_step(SOURCE, source, expand(inputs.cond_src, B), control=control,
+                                                null_cond=inputs.cond_null, generator=inputs.generator)
+            loss_phi = self.adapters.train_step(TARGET, source, expand(inputs.cond_tgt, B), control=control,
+                                                null_cond=inputs.cond_null, generator=inputs.generator)
         self.warmed_up = True
         return {"warmup_psi": loss_psi, "warmup_phi": loss_phi}
 
@@ -170,13 +197,17 @@ class PIVA(EditMethod):
         B = source.shape[0]
         control = inputs.control if self.config.adapter_control else None
         source_control = inputs.source_control if inputs.source_control is not None else inputs.control
-        loss_psi = self.adapters.train_step(
-            SOURCE, source, expand(inputs.cond_src, B),
-            control=source_control if self.config.adapter_control else None, generator=inputs.generator,
-        )
-        loss_phi = self.adapters.train_step(
-            TARGET, inputs.x.detach(), expand(inputs.cond_tgt, B), control=control, generator=inputs.generator
-        )
+        loss_psi = loss_phi = 0.0
+        for _ in range(self.config.adapter_steps):
+            loss_psi = self.adapters.train_step(
+                SOURCE, source, expand(inputs.cond_src, B),
+                control=source_control if self.config.adapter_control else None,
+                null_cond=inputs.cond_null, generator=inputs.generator,
+            )
+            loss_phi = self.adapters.train_step(
+                TARGET, inputs.x.detach(), expand(inputs.cond_tgt, B), control=control,
+                null_cond=inputs.cond_null, generator=inputs.generator,
+            )
         return {"lora_psi": loss_psi, "lora_phi": loss_phi}
 
     def state_dict(self) -> dict[str, Any]:

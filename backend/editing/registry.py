@@ -6,7 +6,9 @@ shares (``guidance_scale``, ``lambda_identity``, ``lora_rank``, ``lora_learning_
 only when they are set (not None; None means "not given by the user"), so a default job runs every
 method at its own defaults (SDS and PDS at CFG 100, DDS and PIVA at 7.5; docs/methods.md lists
 them with their sources). Then ``method_params`` override any config field; an unknown key or a
-value of the wrong type is an error naming the allowed fields.
+value of the wrong type is an error naming the allowed fields. ``method_params`` may name a
+``preset`` of the method (PIVA's ``paper``: the paper's settings where the product's defaults
+differ); its values sit between the class defaults and everything the job sets explicitly.
 """
 
 from __future__ import annotations
@@ -42,20 +44,29 @@ def method_class(name: str) -> type[EditMethod]:
 def build_config(name: str, settings: Any = None, params: dict[str, Any] | None = None) -> Any:
     """Config of method ``name`` from an EditSettings-like object and/or a params dict.
 
-    Precedence, lowest first: the config class's defaults; the shared settings fields that are
-    present and not None; ``params``, which defaults to ``settings.method_params``.
+    Precedence, lowest first: the config class's defaults; the named ``preset`` (a key of
+    ``params``); the shared settings fields that are present and not None; the rest of ``params``,
+    which defaults to ``settings.method_params``.
     """
-    cls = method_class(name).config_class
+    method = method_class(name)
+    cls = method.config_class
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
+    if params is None and settings is not None:
+        params = dict(getattr(settings, "method_params", {}) or {})
+    params = dict(params or {})
+    preset = params.pop("preset", None)
+    if preset is not None:
+        if preset not in method.presets:
+            allowed = ", ".join(method.presets) or "none (this method has no presets)"
+            raise MethodConfigError(f"method {name!r} has no preset {preset!r}; allowed: {allowed}")
+        values.update(method.presets[preset])
     if settings is not None:
         for key in SHARED_SETTINGS:
             value = getattr(settings, key, None)
             if key in fields and value is not None:  # None = not given: the method's default stays
                 values[key] = value
-        if params is None:
-            params = dict(getattr(settings, "method_params", {}) or {})
-    for key, value in (params or {}).items():
+    for key, value in params.items():
         if key not in fields:
             raise MethodConfigError(
                 f"method {name!r} has no parameter {key!r}; allowed: {', '.join(sorted(fields))}"

@@ -8,12 +8,14 @@
 with x_t, x_hat_t sharing eps and t, w_id(t) = id_scale * exp(t / T), and t decreasing linearly
 0.98 -> 0.02 over the run (reference 3DGS code: w_p = 7.5 * 0.5, w_t = 2.0 * 0.5, w_e = 5.5,
 id_scale = 0.075). The ID weight grows with t, so it shrinks over the run as t decreases.
-One UNet call of 4 ([src, tgt, null] at x_t, null at x_hat_t). Defaults, their sources and the
-reading of the paper's "decreasing" w(t): docs/methods.md, section SSD.
+One UNet call of 4 ([src, tgt, null] at x_t, null at x_hat_t), under FreeU as in the reference
+guidance (b1 = b2 = 1.1, s1 = 0.9, s2 = 0.2) where the model has a diffusers UNet. Defaults, their
+sources and the reading of the paper's "decreasing" w(t): docs/methods.md, section SSD.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +39,19 @@ class SSDConfig(ScheduleConfig):
     """w_e, weight of the prompt-enhancement term."""
     id_scale: float = 0.075
     """Scale of the ID regulariser: w_id(t) = id_scale * exp(t / T)."""
+    freeu: bool = True
+    """Run the UNet under FreeU, as the reference guidance does (it registers FreeU on the UNet
+    whatever the settings). Only models with a diffusers UNet (SD, the toy latent model) have the
+    skip connections FreeU rebalances; on others (the 2D point-cloud toy, test stand-ins) it does
+    nothing."""
+    freeu_b1: float = 1.1
+    """FreeU backbone scale of the first up-block (reference: 1.1)."""
+    freeu_b2: float = 1.1
+    """FreeU backbone scale of the second up-block (reference: 1.1)."""
+    freeu_s1: float = 0.9
+    """FreeU skip low-frequency scale of the first up-block (reference: 0.9)."""
+    freeu_s2: float = 0.2
+    """FreeU skip low-frequency scale of the second up-block (reference: 0.2)."""
 
 
 class SSD(EditMethod):
@@ -55,7 +70,9 @@ class SSD(EditMethod):
         x_t, xs_t = add_noise(x, eps, t, ac), add_noise(x_hat, eps, t, ac)
         null, src, tgt = (expand(v, B) for v in (inputs.cond_null, inputs.cond_src, inputs.cond_tgt))
         # 2. one UNet call of 4
-        with torch.no_grad():
+        freeu = getattr(self.model, "freeu", None) if c.freeu else None
+        scope = freeu(b1=c.freeu_b1, b2=c.freeu_b2, s1=c.freeu_s1, s2=c.freeu_s2) if freeu else nullcontext()
+        with torch.no_grad(), scope:
             e = self.model.predict_noise(
                 torch.cat([x_t, x_t, x_t, xs_t]), torch.cat([t, t, t, t]), torch.cat([src, tgt, null, null])
             )

@@ -127,6 +127,24 @@ class HashEncoding(nn.Module):
         if self._tcnn is None:
             self.table = nn.Parameter(torch.empty(num_rows, features_per_level).uniform_(-1e-4, 1e-4))  # [rows, F]
 
+    def rows_up_to(self, resolution: float) -> Tensor:  # -> [rows] bool
+        """Rows of the table that belong to levels of at most ``resolution`` cells across the box."""
+        level = torch.repeat_interleave(torch.arange(self.num_levels, device=self.sizes.device), self.sizes)
+        return (self.resolutions <= resolution)[level]
+
+    def freeze_levels_above(self, resolution: float) -> torch.utils.hooks.RemovableHandle:
+        """Zero the gradient of every level finer than ``resolution`` cells across the box, so an
+        optimiser leaves those levels as they are (Adam's update of a zero gradient from zero moments
+        is zero). The tcnn grid's flat parameters are laid out level by level with the same offsets
+        (``sizes`` mirrors tcnn's rounding), so one mask serves both implementations."""
+        keep = self.rows_up_to(resolution).to(torch.float32)[:, None]  # [rows, 1]
+        param = self._tcnn.params if self._tcnn is not None else self.table
+
+        def mask(grad: Tensor) -> Tensor:
+            return (grad.view(-1, self.features_per_level) * keep.to(grad.device, grad.dtype)).view(grad.shape)
+
+        return param.register_hook(mask)
+
     def forward(self, x: Tensor) -> Tensor:  # x: [N, 3] in [0, 1]^3 -> [N, L * F]
         if x.ndim != 2 or x.shape[-1] != 3:
             raise ValueError(f"HashEncoding expects points of shape [N, 3], got {tuple(x.shape)}")

@@ -106,6 +106,14 @@ class NGPField(nn.Module):
             raise ValueError(f"NGPFieldConfig.aabb must be [[xmin, ymin, zmin], [xmax, ymax, zmax]] with max > min, got {config.aabb}")
         self.register_buffer("aabb", aabb, persistent=False)  # [2, 3]
 
+    def parameter_groups(self, grid_lr: float, mlp_lr: float) -> list[dict]:
+        """Optimiser groups: the hash grid at ``grid_lr``, both MLPs at ``mlp_lr`` (threestudio's split)."""
+        mlps = list(self.density_mlp.parameters()) + list(self.color_mlp.parameters())
+        return [
+            {"params": list(self.encoding.parameters()), "lr": grid_lr, "name": "grid"},
+            {"params": mlps, "lr": mlp_lr, "name": "mlp"},
+        ]
+
     def _normalize(self, x: Tensor) -> tuple[Tensor, Tensor]:  # x: [N, 3] -> ([N, 3] in [0,1], [N] bool inside)
         u = (x - self.aabb[0]) / (self.aabb[1] - self.aabb[0])
         inside = ((u >= 0.0) & (u <= 1.0)).all(dim=-1)

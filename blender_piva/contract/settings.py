@@ -106,7 +106,15 @@ class EditSettings:
     """Classifier-free guidance of the base model (diffusers convention); None = the method's own
     default (SDS and PDS 100, DDS and PIVA 7.5: docs/methods.md)."""
     field_learning_rate: float = 1e-2
-    """Learning rate of the field (hash grid) during the edit."""
+    """Learning rate of the field's hash grid during the edit (PIVA, threestudio: 1e-2)."""
+    field_mlp_learning_rate: float = 1e-3
+    """Learning rate of the field's density and colour MLPs during the edit (threestudio: 1e-3, a
+    tenth of the grid's: the MLPs are shared by every point, a step there moves the whole object)."""
+    fine_level_limit: float = 1.0
+    """Hash-grid levels with more than ``fine_level_limit * render_resolution`` cells across the box
+    stay as fitted during the edit. They are finer than a render pixel: nothing the diffusion model
+    sees constrains them, and left free they fill with the high-frequency noise the baked texture
+    shows. 0 = edit every level."""
     lora_learning_rate: float | None = None
     """Learning rate of PIVA's LoRA adapters; None = PIVA's own default."""
     lora_rank: int | None = None
@@ -129,6 +137,8 @@ class EditSettings:
         if self.guidance_scale is not None:
             check_float(self.guidance_scale, f"{prefix}.guidance_scale", 0.0, 1000.0)
         check_float(self.field_learning_rate, f"{prefix}.field_learning_rate", 0.0, 10.0, low_open=True)
+        check_float(self.field_mlp_learning_rate, f"{prefix}.field_mlp_learning_rate", 0.0, 10.0)
+        check_float(self.fine_level_limit, f"{prefix}.fine_level_limit", 0.0, 1000.0)
         if self.lora_learning_rate is not None:
             check_float(self.lora_learning_rate, f"{prefix}.lora_learning_rate", 0.0, 10.0)
         if self.lora_rank is not None:

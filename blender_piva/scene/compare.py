@@ -44,3 +44,18 @@ def before_after(source, result, out_path: Path, *, resolution: int = 256, views
     out_path.parent.mkdir(parents=True, exist_ok=True)
     png16.write_png(out_path, (np.clip(grid, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
     return out_path
+
+
+JUDGE_RESOLUTION = 64
+"""Side of the views the toy oracle judges (its training size)."""
+
+
+def save_judged_views(obj, folder: Path, *, views: int = 4) -> Path:
+    """``obj``'s held-out views at the oracle's size (elevation 25, as its held-out set) as PNGs in ``folder``."""
+    settings = contract.CaptureSettings(
+        num_views=1, num_eval_views=views, resolution=JUDGE_RESOLUTION, samples=16, eval_elevation_deg=25.0
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(render_views(obj, settings)):
+        png16.write_png(folder / f"view_{i}.png", (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+    return folder

@@ -28,3 +28,25 @@ def test_adapters_start_as_the_base_model_and_train_separately(tiny_model):
     with torch.no_grad():
         assert torch.equal(m.predict_noise(x, t, c), base)
     LoraPair(m, LoraSettings()).remove()  # the names are free again after remove()
+
+
+def _trained(model, settings, cond, null):
+    pair = LoraPair(model, settings)
+    try:
+        pair.train_step(SOURCE, torch.ones(2, 4, 16, 16), cond, null_cond=null, generator=torch.Generator().manual_seed(0))
+        return [p.detach().clone() for p in pair.params[SOURCE]], pair.optimizers[SOURCE]
+    finally:
+        pair.remove()
+
+
+def test_condition_dropout_trains_on_the_empty_prompt(tiny_model):
+    m = tiny_model
+    cond, null = m.encode_prompt("a red cube").expand(2, -1, -1), m.null_condition()
+    always, optimizer = _trained(m, LoraSettings(learning_rate=1e-2, condition_dropout=1.0), cond, null)
+    on_null, _ = _trained(m, LoraSettings(learning_rate=1e-2, condition_dropout=1.0), null.expand(2, -1, -1), null)
+    never, _ = _trained(m, LoraSettings(learning_rate=1e-2, condition_dropout=0.0), cond, null)
+    assert all(torch.equal(a, b) for a, b in zip(always, on_null))  # every condition became the empty one
+    assert any(not torch.allclose(a, b) for a, b in zip(always, never))
+    assert isinstance(optimizer, torch.optim.AdamW)
+    group = optimizer.param_groups[0]
+    assert group["betas"] == (0.9, 0.99) and group["eps"] == 1e-15  # ProlificDreamer's

@@ -101,3 +101,28 @@ def test_a_2d_edit_changes_the_image(toy, method):
     edited = edit_image(image, "a red cube", "a blue cube", method, settings, toy, seed=1)
     assert edited.shape == image.shape and np.isfinite(edited).all()
     assert np.abs(edited - unchanged).max() > 1e-3
+
+
+def test_freeu_changes_predictions_only_inside_its_block(toy):
+    """SSD's FreeU (the reference's constants) acts on the UNet, and the plain UNet is back afterwards."""
+    latents, t, emb = torch.randn(1, 4, 16, 16), torch.tensor([500]), toy.encode_prompt("a red cube")
+    with torch.no_grad():
+        plain = toy.predict_noise(latents, t, emb)
+        with toy.freeu(b1=1.1, b2=1.1, s1=0.9, s2=0.2):
+            under = toy.predict_noise(latents, t, emb)
+        after = toy.predict_noise(latents, t, emb)
+    assert (under - plain).abs().max() > 1e-3
+    torch.testing.assert_close(after, plain)
+
+
+def test_ssd_runs_under_freeu_unless_turned_off(toy):
+    x = toy.encode_images(torch.tensor(red_square()).permute(2, 0, 1)[None])
+    grads = {}
+    for freeu in (True, False):
+        editor = build_method("ssd", toy, params={"freeu": freeu})
+        grads[freeu] = editor.step(MethodInputs(
+            x=x.clone().requires_grad_(True), source=x * 0.9, cond_src=toy.encode_prompt("a red cube"),
+            cond_tgt=toy.encode_prompt("a blue cube"), cond_null=toy.null_condition(), step=0, total_steps=2,
+            generator=torch.Generator().manual_seed(0),
+        )).grad
+    assert (grads[True] - grads[False]).abs().max() > 1e-4

@@ -89,3 +89,23 @@ def test_any_settings_like_object_works(name):
     for key in SHARED_SETTINGS:
         if _has(name, key):
             assert getattr(set_all, key) == USER_VALUES[key]
+
+
+def test_the_paper_preset_sets_the_papers_values_below_what_the_job_sets():
+    from backend.editing.piva import PAPER
+
+    config = build_config("piva", contract.EditSettings(method_params={"preset": "paper"}))
+    assert {key: getattr(config, key) for key in PAPER} == PAPER
+    assert PAPER["use_source_latent"] is False and PAPER["lambda_identity"] == 0.4  # section 3.2, appendix A
+    settings = contract.EditSettings(lambda_identity=0.25, method_params={"preset": "paper", "lora_rank": 8})
+    config = build_config("piva", settings)
+    assert (config.lambda_identity, config.lora_rank, config.guidance_scale) == (0.25, 8, 7.5)
+
+
+def test_an_unknown_preset_names_the_known_ones():
+    from backend.editing.registry import MethodConfigError
+
+    with pytest.raises(MethodConfigError, match="no preset 'fast'; allowed: paper"):
+        build_config("piva", contract.EditSettings(method_params={"preset": "fast"}))
+    with pytest.raises(MethodConfigError, match="has no presets"):
+        build_config("dds", contract.EditSettings(method_params={"preset": "paper"}))

@@ -101,7 +101,7 @@ def test_pds_matches_eq13():
     ac = model.alphas_cumprod.double()
     t, tp = T_FIXED, T_FIXED - 2  # grid of 500 on T = 1000: step 2
     a_t, a_p = ac[t], ac[tp]
-    beta = 1 - a_t / a_p
+    beta = 1 - a_t / ac[t - 1]  # the scheduler's single-step beta (the reference's)
     sigma = torch.sqrt((1 - a_p) / (1 - a_t) * beta)
 
     def z(x0, c):
@@ -115,6 +115,44 @@ def test_pds_matches_eq13():
 
     expected = (z(inputs.x.detach(), TGT) - z(inputs.source, SRC)).float()
     torch.testing.assert_close(result.grad, expected, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("t", [2, 100, 498, 980])
+def test_pds_coefficients_are_the_references(t):
+    """gamma, delta, sigma from diffusers' own scheduler tables (betas, alphas), as pds/pds.py reads them."""
+    from diffusers import DDPMScheduler
+
+    from backend.editing.pds import posterior_coefficients
+
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=T)
+    tp = t - 2
+    beta, alpha = scheduler.betas[t].double(), scheduler.alphas[t].double()
+    a_t, a_p = scheduler.alphas_cumprod[t].double(), scheduler.alphas_cumprod[tp].double()
+    expected = (a_p.sqrt() * beta / (1 - a_t), alpha.sqrt() * (1 - a_p) / (1 - a_t), ((1 - a_p) / (1 - a_t) * beta).sqrt())
+    got = posterior_coefficients(scheduler.alphas_cumprod.float(), torch.tensor([t]), torch.tensor([tp]))
+    for value, want in zip(got, expected):
+        torch.testing.assert_close(value.double(), want.reshape(1), rtol=2e-4, atol=1e-7)
+    # eq. 14: the coefficient psi(t) of (x_tgt - x_src) is present (zero with the effective beta)
+    gamma, delta, sigma = (v.double() for v in got)
+    psi = (a_p.sqrt() - gamma - delta * a_t.sqrt()) / sigma
+    assert psi.abs().item() > 1e-3
+
+
+def test_pds_pulls_towards_the_source_when_the_predictions_agree():
+    """A predictor blind to x_t and prompt: DDS gives exactly 0, PDS the (x_tgt - x_src) term of eq. 14."""
+    from backend.editing.pds import posterior_coefficients
+
+    model = LinearPredictor()
+    blind = torch.tensor([[0.0, 0.3]])  # eps = 0.3 t / T whatever x_t
+    inputs, dds_inputs = make_inputs(src=blind, tgt=blind), make_inputs(src=blind, tgt=blind)
+    inputs.cond_null = dds_inputs.cond_null = blind
+    grad = PDS(PDSConfig(**fixed_t(guidance_scale=7.5)), model).step(inputs).grad
+    dds = DDS(DDSConfig(**fixed_t()), model).step(dds_inputs).grad
+    assert dds.abs().max() == 0.0
+    ac = model.alphas_cumprod
+    gamma, delta, sigma = posterior_coefficients(ac, torch.tensor([T_FIXED]), torch.tensor([T_FIXED - 2]))
+    psi = (ac[T_FIXED - 2].sqrt() - gamma - delta * ac[T_FIXED].sqrt()) / sigma
+    torch.testing.assert_close(grad, psi * (inputs.x.detach() - inputs.source), rtol=1e-3, atol=1e-4)
 
 
 def test_ssd_matches_eq6_to_8():

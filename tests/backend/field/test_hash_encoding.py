@@ -108,3 +108,22 @@ def test_tcnn_matches_torch():
         ref.table.copy_(params[: ref.table.numel()].reshape(ref.table.shape))
     x = torch.rand(4096, 3, device="cuda")
     torch.testing.assert_close(fast(x), ref(x), rtol=1e-2, atol=1e-3)
+
+
+def test_frozen_fine_levels_get_no_gradient_and_coarse_ones_do():
+    from backend.field.hash_encoding import HashEncoding
+
+    enc = HashEncoding(num_levels=6, features_per_level=2, log2_table_size=12, base_resolution=4, max_resolution=64)
+    limit = float(enc.resolutions[2])
+    keep = enc.rows_up_to(limit)
+    assert keep.shape == (enc.table.shape[0],) and keep.any() and not keep.all()
+    assert int(keep.sum()) == int(enc.sizes[:3].sum())  # levels 0..2, the coarse ones first
+    enc.freeze_levels_above(limit)
+    enc(torch.rand(512, 3)).pow(2).sum().backward()
+    grad = enc.table.grad
+    assert grad[~keep].abs().max() == 0.0
+    assert grad[keep].abs().max() > 0.0
+    before = enc.table.detach().clone()
+    optimizer = torch.optim.Adam(enc.parameters(), lr=1e-2, betas=(0.9, 0.99), eps=1e-15)
+    optimizer.step()
+    assert torch.equal(enc.table.detach()[~keep], before[~keep])  # Adam leaves frozen rows exactly

@@ -48,3 +48,13 @@ def test_load_missing_field_says_how_to_fix(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="run the reconstruct stage"):
         load_field(tmp_path, "cpu")
+
+
+def test_parameter_groups_split_the_grid_from_the_mlps():
+    field = NGPField(NGPFieldConfig(num_levels=4, log2_table_size=10, base_resolution=8, max_resolution=64, hidden_dim=16))
+    grid, mlp = field.parameter_groups(1e-2, 1e-3)
+    assert (grid["lr"], mlp["lr"]) == (1e-2, 1e-3)
+    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    assert ids(grid["params"]) == ids(field.encoding.parameters())
+    assert ids(grid["params"]) | ids(mlp["params"]) == ids(field.parameters())
+    assert not ids(grid["params"]) & ids(mlp["params"])
