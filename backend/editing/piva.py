@@ -9,9 +9,10 @@ with the source prompt (eq. 7), phi on the EDITED render with the target prompt 
 Choices where the paper is ambiguous (docs/methods.md, section PIVA, gives the reasons):
 
 * w(t) = sigma_t^2 = 1 - alpha_bar_t (appendix A "omega(t) = sigma_t^2", variance-preserving).
-* The paper plugs x_t in for x_hat_t (section 3.2), so both guided terms see the same x_t and the
-  unconditional prediction cancels exactly: the DDS part is s * (e(x_t, c_tgt) - e(x_t, c_src)), one
-  UNet call of 2. ``use_source_latent=True`` restores x_hat_t (a call of 4, needs the source render).
+* Eq. 9 as written, with x_hat_t in the DDS term (``use_source_latent=True``, the default; a call
+  of 4, needs the source render). The paper's experiments plug x_t in instead (section 3.2, the
+  ``paper`` preset): both guided terms then see the same x_t, the unconditional prediction cancels,
+  and the DDS part is s * (e(x_t, c_tgt) - e(x_t, c_src)), a cross-prompt term that never vanishes.
 * psi and phi are two peft LoRA adapters on the one UNet (``backend.diffusion.lora``), initialised
   with B = 0, so at step 0 both ARE the pretrained model. The regulariser is then
   e(x_t, c_src) - e(x_t, c_tgt), NOT zero for different prompts (it is zero for equal prompts): at
@@ -76,11 +77,12 @@ class PIVAConfig(ScheduleConfig):
     keep up with the edit (each draws its own t and noise)."""
     train_adapters: bool = True
     """Update psi and phi after every step (Algorithm 1); False freezes them at the base model."""
-    use_source_latent: bool = False
-    """Use x_hat_t (the noised source render, same eps and t) in the DDS term, as eq. 9 writes it;
+    use_source_latent: bool = True
+    """Use x_hat_t (the noised source render, same eps and t) in the DDS term, as eq. 9 writes it:
     a UNet call of 4 that needs ``inputs.source``. The paper's experiments plug in x_t instead
-    (section 3.2; the default). The choice is discussed in docs/methods.md (PIVA); what it does on
-    the project's toy benchmarks is measured in docs/RESULTS.md."""
+    (section 3.2; the ``paper`` preset), which leaves a cross-prompt term s (e(x_t, c_tgt) -
+    e(x_t, c_src)) that never vanishes and saturates colours (docs/methods.md, PIVA); with x_hat_t
+    the DDS term vanishes once the render matches the target as the source matched its prompt."""
     control_base: bool = False
     """Also feed ``inputs.control`` (depth) to the base model's DDS predictions."""
     adapter_warmup_steps: int = 0
