@@ -6,6 +6,9 @@
     python -m backend edit2d IN OUT ...   edit an image file with any method (the 2D path)
     python -m backend judge RESULT SOURCE --color C --shape S
                                           the toy oracle's verdict on rendered views (the main job's check)
+    python -m backend report JOB_DIR      (re)build JOB_DIR/results/report.html and report.png
+    python -m backend contact-sheet OUT.png JOB_DIR...
+                                          the source and every job from the same held-out cameras, one row each
 """
 
 from __future__ import annotations
@@ -45,6 +48,19 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--controlnet", default="", help="with --model: this depth ControlNet (default: the model's own)")
     sub.add_parser("edit2d", help="edit an image file (see `python -m backend edit2d --help`)")
     sub.add_parser("judge", help="the toy oracle's verdict on views (see `python -m backend judge --help`)")
+    report = sub.add_parser("report", help="(re)build a job's report: results/report.html and report.png")
+    report.add_argument("job_dir", type=Path, help="the job folder (holds job.json and events.jsonl)")
+    report.add_argument(
+        "--no-render", action="store_true", help="do not render missing held-out views (no torch; previews only)"
+    )
+    report.add_argument("--device", default="cpu", help="where to render missing held-out views (default: cpu)")
+    sheet = sub.add_parser("contact-sheet", help="one PNG: the source and every job from the same held-out cameras")
+    sheet.add_argument("out", type=Path, help="the PNG to write")
+    sheet.add_argument("job_dirs", type=Path, nargs="+", help="job folders, one row each, in this order")
+    sheet.add_argument("--tile", type=int, default=128, help="side of one view in pixels (default: 128)")
+    sheet.add_argument(
+        "--render-missing", action="store_true", help="render the views of a job that has a field but none (CPU, torch)"
+    )
     args = parser.parse_args(argv)
     if args.command == "run":
         from .runner import run_job
@@ -54,6 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         from .check import main_check
 
         return main_check(args.model, args.controlnet)
+    if args.command == "report":
+        from .report.cli import main_report
+
+        return main_report(args.job_dir, render=not args.no_render, device=args.device)
+    if args.command == "contact-sheet":
+        from .report.cli import main_contact_sheet
+
+        return main_contact_sheet(args.out, args.job_dirs, tile=args.tile, render_missing=args.render_missing)
     return 2
 
 

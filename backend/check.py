@@ -1,7 +1,8 @@
 """``python -m backend check``: what this Python offers the backend, each problem with its fix.
 
 Prints one JSON object (the extension's "Check backend" button shows it) and exits 0 when the
-backend can run, 1 otherwise.
+backend can run, 1 otherwise. ``"devices"`` lists the devices of the contract this torch can use
+(``["cpu"]``, ``["cpu", "cuda"]``, ...); ``"cuda"`` and ``"cuda_devices"`` say more about CUDA.
 """
 
 from __future__ import annotations
@@ -39,7 +40,29 @@ def probe() -> dict[str, Any]:
         report["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     except ImportError:
         report["cuda"] = False
+        report["cuda_devices"] = []
+    report["devices"] = usable_devices()
     return report
+
+
+def usable_devices() -> list[str]:
+    """The names of ``contract.DEVICES`` (other than ``auto``) this Python's torch can run on, in
+    that order: ``["cpu"]`` on a plain machine, ``["cpu", "cuda"]`` with an NVIDIA GPU, ``["cpu",
+    "mps"]`` on Apple silicon; ``[]`` when torch does not import. The extension fills its device
+    list from it (the report's ``"devices"``)."""
+    from blender_piva.contract import DEVICES
+
+    try:
+        import torch
+    except Exception:  # no torch, no device: the problem is reported with its fix by probe()
+        return []
+    mps = getattr(torch.backends, "mps", None)
+    usable = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": bool(mps is not None and mps.is_available()),
+    }
+    return [name for name in DEVICES if name != "auto" and usable.get(name, False)]
 
 
 def main_check(model: str = "", controlnet: str = "") -> int:

@@ -26,7 +26,8 @@ from backend.diffusion.model import DiffusionModel, ModelLoadError
 from backend.editing.base import MethodInputs
 from backend.editing.registry import build_method
 from backend.progress import JobCancelled, StageReporter
-from blender_piva.contract import METHODS, EditSettings
+from blender_piva.contract import DEVICES, METHODS, EditSettings
+from blender_piva.contract.layout import MEMORY_MODES
 
 
 def edit_image(
@@ -42,6 +43,7 @@ def edit_image(
     learning_rate: float | None = None,
     cosine: bool = True,
     reporter: StageReporter | None = None,
+    negative_prompt: str = "",
 ) -> np.ndarray:  # same shape as ``image``, float32 in [0, 1]
     """Edit ``image`` from ``source_prompt`` towards ``target_prompt`` with ``method``.
 
@@ -52,7 +54,8 @@ def edit_image(
     ``settings`` supplies the method's hyperparameters (guidance, lambda, LoRA, ``method_params``),
     ``steps`` (default ``settings.steps``) and the learning rate (default
     ``settings.field_learning_rate``, 0.01 as in the paper). H and W must suit the model (multiples
-    of 64 are safe for SD). Raises ``JobCancelled`` when the reporter asks to stop.
+    of 64 are safe for SD). ``negative_prompt`` conditions CFG's unconditional branch (empty = the
+    empty prompt). Raises ``JobCancelled`` when the reporter asks to stop.
     """
     settings = settings if settings is not None else EditSettings(method=method)
     steps = settings.steps if steps is None else steps
@@ -71,6 +74,7 @@ def edit_image(
         "cond_src": model.encode_prompt(source_prompt),
         "cond_tgt": model.encode_prompt(target_prompt),
         "cond_null": model.null_condition(),
+        "cond_negative": model.encode_prompt(negative_prompt) if negative_prompt.strip() else None,
     }
     editor = build_method(method, model, settings)
     optimizer = torch.optim.SGD([latent], lr=lr)
@@ -130,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, help="where to write the edited PNG")
     p.add_argument("--source", required=True, help="what the image shows now")
     p.add_argument("--target", required=True, help="what it should show")
+    p.add_argument("--negative", default="", metavar="TEXT",
+                   help="negative prompt: what the edit should steer away from (default: none, the empty prompt)")
     p.add_argument("--method", default="piva", choices=METHODS)
     p.add_argument("--model", required=True, help="diffusers model folder, hub id (safetensors), or 'toy'")
     p.add_argument("--controlnet", default="", help="optional depth ControlNet (unused in 2D)")
@@ -142,8 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra method parameter (repeatable), e.g. --param t_max=0.9")
     p.add_argument("--size", type=int, default=512, help="longer side after resizing (rounded to multiples of 64)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    p.add_argument("--memory", default="balanced", choices=MEMORY_MODES,
+                   help="GPU memory mode: fast, balanced (default) or low (backend/diffusion/memory.py)")
     return p
 
 
@@ -170,6 +178,8 @@ def main_edit2d(argv: list[str]) -> int:
         if not prompt.strip():
             when = "now" if flag == "--source" else "after the edit"
             return _fail(f"{flag} is empty: describe what the image shows {when}")
+    if len(args.negative) > 1000:
+        return _fail(f"--negative is {len(args.negative)} characters long; at most 1000")
     if args.steps < 0 or args.size < 1:
         return _fail(f"--steps must be >= 0 and --size >= 1 (got {args.steps} and {args.size})")
     if not args.input.is_file():
@@ -182,12 +192,15 @@ def main_edit2d(argv: list[str]) -> int:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         reason = "not an image file" if isinstance(exc, UnidentifiedImageError) else str(exc) or type(exc).__name__
         return _fail(f"cannot read {args.input} as an image ({reason}); pass a PNG or JPEG file")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return _fail("--device cuda was asked for but this Python's torch sees no CUDA GPU; use --device cpu or auto")
-    precision = args.precision if args.precision != "auto" else ("fp16" if device.type == "cuda" else "fp32")
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    from backend.diffusion.memory import apply_memory_mode
+    from backend.runner import resolve_device
+    from backend.stages.edit import model_dtype
+
+    try:
+        device = resolve_device(args.device)
+    except StageError as exc:
+        return _fail(f"--device {args.device}: {exc}; {exc.hint}")
+    dtype = model_dtype(args.precision, device)
 
     scale = args.size / max(img.size)
     w, h = (max(64, int(math.floor(s * scale / 64)) * 64) for s in img.size)
@@ -206,6 +219,7 @@ def main_edit2d(argv: list[str]) -> int:
         settings.validate()
         model_name = resolve_model(args.model)
         model = DiffusionModel.load(model_name, controlnet=args.controlnet, device=device, dtype=dtype)
+        apply_memory_mode(model, args.memory)
     except ContractError as exc:
         return _fail(f"{exc}; fix the matching option")
     except StageError as exc:
@@ -213,7 +227,9 @@ def main_edit2d(argv: list[str]) -> int:
     except ModelLoadError as exc:
         return _fail(str(exc))
     try:
-        edited = edit_image(image, args.source, args.target, args.method, settings, model, seed=args.seed)
+        edited = edit_image(
+            image, args.source, args.target, args.method, settings, model, seed=args.seed, negative_prompt=args.negative
+        )
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise

@@ -133,9 +133,11 @@ class EditSource:
     cond_tgt: Tensor
     """Encoded target prompt."""
     cond_null: Tensor
-    """Encoded empty prompt (classifier-free guidance)."""
+    """Encoded empty prompt (classifier-free guidance without a negative prompt; PIVA's dropout)."""
     use_control: bool
     """Whether the model has a depth ControlNet, so renders' depths condition it."""
+    cond_negative: Tensor | None = None
+    """Encoded negative prompt (CFG's unconditional branch), None when the job has none."""
 
 
 def edit_field(
@@ -215,6 +217,7 @@ def _setup(
         cond_tgt=model.encode_prompt(spec.target_prompt),
         cond_null=model.encode_prompt(""),
         use_control=getattr(model, "controlnet", None) is not None,
+        cond_negative=model.encode_prompt(spec.negative_prompt) if spec.negative_prompt.strip() else None,
     )
     return EditState(edited, optimizer, sampler, method, generator), source
 
@@ -236,6 +239,7 @@ def _step(
         cond_src=source.cond_src,
         cond_tgt=source.cond_tgt,
         cond_null=source.cond_null,
+        cond_negative=source.cond_negative,
         step=state.step,
         total_steps=spec.edit.steps,
         source=source_x,

@@ -7,6 +7,10 @@ or SIGTERM makes the running stage checkpoint and stop; the process then exits w
 and temporaries of dead processes are removed before the first stage (:func:`prepare_job_folder`),
 and every folder is reused or written only when its owner marker says this job made it for the
 same inputs (``stages/folders.py``).
+
+Every run that started a stage ends with a report (``results/report.html``, ``backend/report/``):
+a finished job's with its held-out views, a failed or cancelled one's with what there is. A
+report that cannot be drawn is a ``log`` event, never the job's failure.
 """
 
 from __future__ import annotations
@@ -23,9 +27,18 @@ from typing import Callable
 from blender_piva import contract
 
 from .progress import JobCancelled
+from .report.build import report_after_run
 from .resources import resource_error
 from .stages import edit, export, folders, reconstruct
 from .stages.context import JobContext, StageError, cancel_requested, stop_on_sigterm
+
+
+@dataclass
+class RunState:
+    """How far a run got: whether a report of it is worth drawing when it stops early."""
+
+    stage_started: bool = False
+    """A stage began (the job has events, perhaps previews, to show)."""
 
 
 @dataclass
@@ -93,22 +106,39 @@ def _is_matrix4(value: object) -> bool:
 
 
 def resolve_device(name: str):
-    """``auto`` -> CUDA when available, else the CPU; ``cuda`` without CUDA is an error."""
+    """``auto`` -> CUDA when available, else MPS (Apple silicon), else the CPU; ``cuda`` or ``mps``
+    that this Python's torch cannot use is an error naming the alternatives."""
     import torch
+
+    def mps_available() -> bool:
+        mps = getattr(torch.backends, "mps", None)
+        return bool(mps is not None and mps.is_available())
 
     if name == "cpu":
         return torch.device("cpu")
-    if name == "cuda" or name == "auto":
+    if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if name == "cuda":
-            raise StageError(
-                "device 'cuda' was requested but this Python's torch sees no CUDA GPU "
-                f"(torch {torch.__version__}, cuda build: {torch.version.cuda})",
-                "choose device 'cpu' or 'auto' in the add-on preferences, or install a CUDA build of torch",
-            )
-        return torch.device("cpu")
-    raise StageError(f"unknown device {name!r}", ", ".join(contract.DEVICES))
+        return torch.device("mps") if mps_available() else torch.device("cpu")
+    if name == "cuda":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        raise StageError(
+            "device 'cuda' was requested but this Python's torch sees no CUDA GPU "
+            f"(torch {torch.__version__}, cuda build: {torch.version.cuda})",
+            "choose device 'cpu' or 'auto' in the add-on preferences, or install a CUDA build of torch",
+        )
+    if name == "mps":
+        if mps_available():
+            return torch.device("mps")
+        mps = getattr(torch.backends, "mps", None)
+        built = bool(mps is not None and mps.is_built())
+        raise StageError(
+            "device 'mps' (Apple silicon) was requested but this Python's torch cannot use it "
+            f"(torch {torch.__version__}, built with MPS: {built}; MPS needs a Mac with Apple silicon and macOS 12.3+)",
+            "choose device 'cpu' or 'auto' in the add-on preferences (or 'cuda' on an NVIDIA machine)",
+        )
+    raise StageError(f"unknown device {name!r}", f"one of {', '.join(contract.DEVICES)}")
 
 
 def run_job(job_path: Path, echo: bool = False, started: float | None = None) -> int:
@@ -134,22 +164,36 @@ def run_job(job_path: Path, echo: bool = False, started: float | None = None) ->
         )
         return contract.EXIT_BAD_JOB
     stop_on_sigterm()
+    state = RunState()
     try:
-        return _run_stages(spec, events, started)
+        return _run_stages(spec, events, started, state)
     except JobCancelled as exc:
+        _report_early_end(spec, events, state, "cancelled", str(exc))
         _emit_last(events, "cancelled", stage=exc.stage, step=exc.step, message=str(exc))
         return contract.EXIT_CANCELLED
     except StageError as exc:
+        _report_early_end(spec, events, state, "failed", str(exc))
         _emit_last(events, "error", message=str(exc), hint=exc.hint)
         return contract.EXIT_ERROR
     except Exception as exc:  # last resort: the traceback goes to backend.log (stderr)
         resource = resource_error(exc, "validate", spec)
         if resource is not None:  # memory or disk ran out outside a stage (loading torch, the manifest)
+            _report_early_end(spec, events, state, "failed", str(resource))
             _emit_last(events, "error", message=str(resource), hint=resource.hint)
             return contract.EXIT_ERROR
         traceback.print_exc(file=sys.stderr)
+        _report_early_end(spec, events, state, "failed", f"{type(exc).__name__}: {exc}")
         _emit_last(events, "error", message=f"{type(exc).__name__}: {exc}", hint=_hint_for(exc, spec))
         return contract.EXIT_ERROR
+
+
+def _report_early_end(
+    spec: contract.JobSpec, events: contract.EventWriter, state: RunState, status: str, message: str
+) -> None:
+    """The cheap report of a run that stopped early (no rendering: curves, previews, the reason),
+    before its terminal event; nothing when no stage began."""
+    if state.stage_started:
+        report_after_run(spec, events, status, message=message)
 
 
 def _emit_last(events: contract.EventWriter, event_type: str, **fields) -> None:
@@ -183,7 +227,7 @@ def prepare_job_folder(spec: contract.JobSpec, events: contract.EventWriter, sta
     return contract.set_state(spec.job_dir, owner, "working") if owner.done else owner
 
 
-def _run_stages(spec: contract.JobSpec, events: contract.EventWriter, started: float) -> int:
+def _run_stages(spec: contract.JobSpec, events: contract.EventWriter, started: float, state: RunState) -> int:
     import torch
 
     from . import __version__
@@ -209,6 +253,7 @@ def _run_stages(spec: contract.JobSpec, events: contract.EventWriter, started: f
     for stage in spec.stages:
         if cancel_requested(spec.job_dir, started):
             raise JobCancelled(stage, 0)
+        state.stage_started = True
         try:
             result = STAGES[stage](context)
         except (JobCancelled, StageError):
@@ -231,6 +276,8 @@ def _run_stages(spec: contract.JobSpec, events: contract.EventWriter, started: f
         method=spec.edit.method,
         seed=spec.seed,
     )
+    if state.stage_started:  # the report, and the held-out views it compares, join the results
+        manifest.files.update(report_after_run(spec, events, "finished", manifest=manifest, device=device))
     path = manifest.write(spec.results_path)
     contract.set_state(spec.job_dir, owner, "done")
     events.emit("finished", results=str(path))

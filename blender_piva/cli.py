@@ -7,7 +7,9 @@
     python -m blender_piva.cli demo [--out DIR]     builds a scene with a red cube and edits it
 
 Variants share one capture and one fit; a batch item that fails is reported and the batch goes
-on; an interrupted queue resumes with ``resume``. Progress goes to the terminal; the exit code is
+on; an interrupted queue resumes with ``resume``. Progress goes to the terminal, one bar per stage
+(``core/terminal.py``); Blender's own output (Cycles' per-view lines) goes to ``JOB/capture.log``
+(``core/quiet.py``); the last line names the result (or, on failure, the logs). The exit code is
 0 on success, 1 on failure (of any item), 3 when cancelled.
 """
 
@@ -19,10 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import contract
+from .contract.layout import MEMORY_MODES
 
 if TYPE_CHECKING:
     from .core.backend_process import BackendConfig
     from .core.request import EditRequest
+    from .scene.edit_job import EditJob
 
 
 def _integer(low: int, high: int, what: str, note: str = ""):
@@ -96,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--model", default="toy", help="model id, folder, or 'toy' (default)")
         p.add_argument("--controlnet", default="", help="depth ControlNet id or folder")
         p.add_argument("--device", default="auto", choices=contract.DEVICES)
+        p.add_argument("--negative", dest="negative_prompt", default="", metavar="TEXT",
+                       help="negative prompt: what the edit should steer away from (default: none)")
+        p.add_argument("--memory", default="balanced", choices=MEMORY_MODES,
+                       help="GPU memory mode: fast, balanced (default) or low (slower, less memory)")
         p.add_argument("--jobs", default="", help="folder for job folders (default: a temporary folder)")
         p.add_argument("--job-dir", default="", help="resume this job folder")
         p.add_argument(
@@ -174,7 +182,8 @@ def build_demo_scene(source_color=(0.8, 0.05, 0.05)) -> "object":
     bm.to_mesh(mesh)
     bm.free()
     material = bpy.data.materials.new("Red")
-    material.use_nodes = True
+    if material.node_tree is None:  # Blender < 5 creates materials without nodes (5.0 deprecates use_nodes)
+        material.use_nodes = True
     bsdf = material.node_tree.nodes.get("Principled BSDF")
     bsdf.inputs["Base Color"].default_value = (*source_color, 1.0)
     bsdf.inputs["Roughness"].default_value = 0.8
@@ -211,10 +220,15 @@ def request_from_args(args: argparse.Namespace, object_name: str) -> "EditReques
 
 
 def backend_config(args: argparse.Namespace) -> "BackendConfig":
+    import bpy
+
     from .core.backend_process import BackendConfig, python_of_this_process
 
     repo = Path(__file__).resolve().parent.parent
-    return BackendConfig(python=args.python or python_of_this_process(), backend_root=str(repo))
+    return BackendConfig(
+        python=args.python or python_of_this_process(), backend_root=str(repo),
+        online_access=bpy.app.online_access,  # what Blender reports; off = hub models refused, backend offline
+    )
 
 
 def _register() -> None:
@@ -226,31 +240,81 @@ def _register() -> None:
         register()
 
 
-def run_edit(args: argparse.Namespace, object_name: str) -> int:
+def run_edit(args: argparse.Namespace, object_name: str) -> tuple[int, "EditJob", "object | None"]:
+    """Run one edit with a progress bar per stage; returns (exit code, the job, the imported object).
+
+    Blender's own output during the capture goes to ``JOB/capture.log``. On failure the last
+    lines say what went wrong, how to fix it and where the logs are."""
+    from .core import quiet
     from .core.request import EditFailed
-    from .core.terminal import print_capture_progress, print_event
+    from .core.terminal import TerminalProgress
     from .scene.edit_job import EditJob
 
     _register()
     job = EditJob(request_from_args(args, object_name), backend_config(args))
+    progress = TerminalProgress()
     try:
-        result = job.run_sync(on_event=print_event, on_capture=print_capture_progress, on_interrupt=_say)
+        with quiet.log_blender_output(lambda: _capture_log(job)):
+            result = job.run_sync(on_event=progress.on_event, on_capture=progress.on_capture, on_interrupt=_say)
     except EditFailed as exc:
-        print(f"\nPIVA: {exc.status}: {exc.message}", file=sys.stderr)
+        progress.close()
+        print(f"PIVA: {exc.status}: {exc.message}", file=sys.stderr)
         if exc.hint:
             print(f"PIVA: how to fix: {exc.hint}", file=sys.stderr)
         if job.spec is not None:
             print(f"PIVA: job folder: {job.spec.job_dir}", file=sys.stderr)
             if exc.status == "cancelled" and (job.spec.job_dir / contract.JOB_FILE).is_file():
                 print(f"PIVA: resume with: {resume_command(args, job.spec.job_dir)}", file=sys.stderr)
-        return 3 if exc.status == "cancelled" else 1
+            logs = _logs_of(job.spec.job_dir)
+            if logs:
+                print(f"PIVA: the logs: {', '.join(map(str, logs))}", file=sys.stderr)
+        return (3 if exc.status == "cancelled" else 1), job, None
+    finally:
+        progress.close()
     print(f"PIVA: job folder: {job.spec.job_dir}")
     if any(job.cache_hit.values()):
         reused = " and ".join(k for k, hit in job.cache_hit.items() if hit)
         print(f"PIVA: reused the cached {reused} of {object_name!r}")
     if result is not None:
         print(f"PIVA: created object {result.name!r} in collection {result.users_collection[0].name!r}")
-    return 0
+    return 0, job, result
+
+
+def _capture_log(job) -> Path | None:
+    """Where Blender's output during ``job``'s capture goes: JOB/capture.log (None before the job folder exists)."""
+    if job.spec is None or not job.spec.job_dir.is_dir():
+        return None
+    return job.spec.job_dir / contract.layout.CAPTURE_LOG_FILE
+
+
+def _logs_of(job_dir: Path) -> list[Path]:
+    """The job folder's logs that exist: the backend's and Blender's (the capture's)."""
+    names = (contract.LOG_FILE, contract.layout.CAPTURE_LOG_FILE)
+    return [job_dir / name for name in names if (job_dir / name).is_file()]
+
+
+def report_of(job_dir: Path) -> Path | None:
+    """The job's HTML report (``results/report.html``) when it exists."""
+    report = job_dir / contract.RESULTS_DIR / contract.layout.REPORT_FILE
+    return report if report.is_file() else None
+
+
+def result_line(job, result, saved: Path | None) -> str:
+    """The command's last line: what was made and where it is (the .blend, the mesh, the job folder)."""
+    spec = job.spec
+    mesh = ""
+    try:
+        manifest = contract.load_manifest(spec.results_path)
+    except contract.ContractError:
+        manifest = None
+    if manifest is not None and "mesh" in manifest.files:
+        mesh = str(spec.results_path / manifest.files["mesh"])
+    if result is None:
+        return f"PIVA: result: no mesh exported (stages: {', '.join(spec.stages) or 'none'}); job folder {spec.job_dir}"
+    faces = len(result.data.polygons) if getattr(result, "data", None) is not None else 0
+    where = f"in {saved}" if saved is not None else "not saved in a .blend (add --save OUT.blend to keep it)"
+    mesh = f", mesh {mesh}" if mesh else ""
+    return f"PIVA: result: {result.name!r} ({faces} faces{mesh}) {where}; job folder {spec.job_dir}"
 
 
 def _say(line: str) -> None:
@@ -274,23 +338,46 @@ def resume_command(args: argparse.Namespace, job_dir: Path) -> str:
 
 
 def run_queue(queue, args: argparse.Namespace) -> int:
-    """Run a variants or batch queue with a progress bar per item and a summary table."""
-    from .core.terminal import print_event
+    """Run a variants or batch queue with a progress bar per stage of each item and a summary table.
+
+    Blender's output during an item's capture goes to that item's ``JOB/capture.log``."""
+    from .core import quiet
+    from .core.terminal import TerminalProgress
     from .scene.queue_runner import QueueRunner
 
     _register()
     print(f"PIVA: queue {queue.path}")
+    progress = TerminalProgress()
+    current: list[Path] = []
 
     def on_item(index: int, total: int, item) -> None:
-        print(f"\n=== item {index + 1}/{total}: {item.label}")
+        progress.close()
+        current[:] = [Path(item.job_dir)] if item.job_dir else []
+        progress.write(f"=== item {index + 1}/{total}: {item.label}")
 
-    QueueRunner(queue, backend_config(args)).run_sync(on_event=print_event, on_item=on_item, on_interrupt=_say)
+    def capture_log() -> Path | None:
+        return current[0] / contract.layout.CAPTURE_LOG_FILE if current and current[0].is_dir() else None
+
+    try:
+        with quiet.log_blender_output(capture_log):
+            runner = QueueRunner(queue, backend_config(args))
+            runner.run_sync(on_event=progress.on_event, on_item=on_item, on_interrupt=_say, on_capture=progress.on_capture)
+    finally:
+        progress.close()
     print("\nPIVA: results")
     for item in queue.items:
         cached = "cached capture+fit" if all(item.cache_hit.values()) and item.cache_hit else ""
         outcome = item.result_object if item.status == "done" else f"{item.message} ({item.hint})" if item.hint else item.message
         print(f"  [{item.status:<9}] {item.label:<50} {item.seconds:7.1f} s  {cached:<18} {outcome}")
     print(f"PIVA: log {queue.log_path}")
+    if runner.contact_sheet is not None:  # variants: the source and every result from the same cameras
+        print(f"PIVA: contact sheet {runner.contact_sheet}")
+    elif runner.contact_sheet_problem is not None:
+        print(f"PIVA: {runner.contact_sheet_problem}", file=sys.stderr)
+    for item in queue.items:
+        report = report_of(Path(item.job_dir)) if item.job_dir else None
+        if report is not None:
+            print(f"PIVA: report of {item.label}: {report}")
     counts = queue.counts()
     if counts["cancelled"] or counts["pending"]:
         print(f"PIVA: resume with: python -m blender_piva.cli resume {queue.path}")
@@ -299,13 +386,18 @@ def run_queue(queue, args: argparse.Namespace) -> int:
 
 
 def _open_blend(path: Path) -> bool:
+    import os
+
     import bpy
+
+    from .core.quiet import redirect_fds_to
 
     if not path.is_file():
         print(f"PIVA: {path} does not exist", file=sys.stderr)
         return False
     try:
-        bpy.ops.wm.open_mainfile(filepath=str(path.resolve()))
+        with redirect_fds_to(os.devnull):  # Blender's "Read blend: ..." (its errors come back in the exception)
+            bpy.ops.wm.open_mainfile(filepath=str(path.resolve()))
     except RuntimeError as exc:  # Blender's own reason: "Missing DNA block", "File format is not supported"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
         reason = reason.rsplit("': ", 1)[-1].removeprefix("Error: ")  # "...failed: ... '/x.blend': Missing DNA block"
@@ -359,13 +451,26 @@ def save_problem(path: Path | None) -> str | None:
     return None
 
 
-def _save(path: Path | None) -> None:
-    import bpy
-
+def _save(path: Path | None) -> Path | None:
+    """Save a copy of the scene to ``path`` (when given); returns the file written."""
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        bpy.ops.wm.save_as_mainfile(filepath=str(path.resolve()), copy=True)
+        _save_copy(path.resolve())
         print(f"PIVA: saved {path}")
+        return path.resolve()
+    return None
+
+
+def _save_copy(path: Path) -> None:
+    """``save_as_mainfile(copy=True)`` without Blender's "Info: Saved copy as ..." on the terminal."""
+    import os
+
+    import bpy
+
+    from .core.quiet import redirect_fds_to
+
+    with redirect_fds_to(os.devnull, fds=(1,)):  # stdout only: a failure's reason stays on stderr
+        bpy.ops.wm.save_as_mainfile(filepath=str(path), copy=True)
 
 
 def _missing_objects(names: list[str], blend: Path) -> bool:
@@ -381,9 +486,13 @@ def _missing_objects(names: list[str], blend: Path) -> bool:
 def cmd_edit(args: argparse.Namespace) -> int:
     if not _open_blend(args.blend) or _missing_objects([args.object], args.blend):
         return 1
-    code = run_edit(args, args.object)
+    code, job, result = run_edit(args, args.object)
     if code == 0:
-        _save(args.save)
+        saved = _save(args.save)
+        report = report_of(job.spec.job_dir)
+        if report is not None:
+            print(f"PIVA: report: {report}")
+        print(result_line(job, result, saved))
     return code
 
 
@@ -426,8 +535,17 @@ def cmd_queue(args: argparse.Namespace) -> int:
     if queue is None:
         return 1
     code = run_queue(queue, args)
-    _save(args.save)
+    saved = _save(args.save)
+    print(queue_result_line(queue, saved))
     return code
+
+
+def queue_result_line(queue, saved: Path | None) -> str:
+    """A queue's last line: how many items made a result, and where the results are."""
+    counts = queue.counts()
+    summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
+    where = f"in {saved}" if saved is not None else "not saved in a .blend (add --save OUT.blend to keep them)"
+    return f"PIVA: results: {summary or 'no items'}, {where}; job folders under {queue.folder}, log {queue.log_path}"
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -449,7 +567,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         return 0
     queue.save()
     code = run_queue(queue, args)
-    _save(args.save)
+    saved = _save(args.save)
+    print(queue_result_line(queue, saved))
     return code
 
 
@@ -464,22 +583,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # The embedded model sees 64x64 images: edit renders at its native size.
         args.set = [*DEMO_TOY_OVERRIDES, *args.set]
         args.steps = args.steps or DEMO_TOY_STEPS
+    from .core import quiet
+
     obj = build_demo_scene()
-    code = run_edit(args, obj.name)
+    code, job, _ = run_edit(args, obj.name)
     if code != 0:
         return code
     blend = out / "demo.blend"
-    bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
+    _save_copy(blend)
     print(f"PIVA: saved {blend}")
     result = [o for o in bpy.data.objects if o.get("piva_job_id")]
+    image = None
     if result:
         from .scene.compare import before_after
 
-        image = before_after(obj, result[-1], out / "before_after.png")
-        print(f"PIVA: before (top) and after (bottom) renders: {image}")
-        if args.model == "toy":
-            return judge_demo(args, obj, result[-1], out / "judge")
-    return 0
+        with quiet.log_blender_output(lambda: _capture_log(job)):  # the comparison's renders: Cycles again
+            image = before_after(obj, result[-1], out / "before_after.png")
+            print(f"PIVA: before (top) and after (bottom) renders: {image}")
+            if args.model == "toy":
+                code = judge_demo(args, obj, result[-1], out / "judge")
+    report = report_of(job.spec.job_dir)
+    if report is not None:
+        print(f"PIVA: report: {report}")
+    renders = f", before/after renders in {image}" if image is not None else ""
+    print(f"{result_line(job, result[-1] if result else None, blend)}{renders}")
+    return code
 
 
 def judge_demo(args: argparse.Namespace, source, result, folder: Path) -> int:

@@ -68,6 +68,11 @@ def test_full_pipeline_imports_an_edited_mesh_next_to_the_untouched_source(fresh
     manifest = contract.load_manifest(job.spec.results_path)
     assert "heldout_psnr_db" in manifest.metrics and manifest.method == method
     assert {"mesh", "texture"} <= set(manifest.files)
+    # The job's one-page report (backend/report/), comparing the held-out views it rendered.
+    report = (job.spec.results_path / manifest.files["report"]).read_text(encoding="utf-8")
+    assert manifest.files["report"] == contract.layout.REPORT_FILE
+    assert report.count("data:image/png;base64,") >= 1 + 2 * 2  # the curves, source and result at 2 cameras
+    assert "held-out views and the edit field" in report and manifest.files["views"] == "views/views.json"
 
 
 def test_headless_cli_edits_a_saved_blend(tmp_path, tiny_model):
@@ -90,6 +95,13 @@ def test_headless_cli_edits_a_saved_blend(tmp_path, tiny_model):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "created object" in out.stdout and (tmp_path / "edited.blend").is_file()
     assert scene_file.read_bytes() == original_bytes
+    # A clean terminal: Blender's own lines went to the job's capture.log, the last line names the result.
+    terminal = out.stdout + out.stderr
+    assert "Saved:" not in terminal and "use_nodes" not in terminal and "Read blend" not in terminal, terminal[-3000:]
+    last = [line for line in out.stdout.splitlines() if line.strip()][-1]
+    assert last.startswith("PIVA: result: ") and str(tmp_path / "edited.blend") in last and "job folder" in last
+    capture_logs = list((tmp_path / "jobs").glob("*/capture.log"))
+    assert len(capture_logs) == 1 and "Saved:" in capture_logs[0].read_text()
     check = (
         "import bpy; bpy.ops.wm.open_mainfile(filepath={path!r});"
         "print('OBJECTS', sorted(o.name for o in bpy.data.objects))"
@@ -134,6 +146,11 @@ def test_headless_variants_then_resume_of_the_finished_queue(tmp_path, tiny_mode
     assert len(rows) == 2 and "cached capture+fit" in rows[1] and "cached" not in rows[0]
     assert len(list((jobs / "cache").iterdir())) == 1
     queue_file = next((jobs / "batches").glob("*/queue.json"))
+    # The contact sheet: the source and both variants (rows) from the test preset's 2 held-out cameras.
+    assert f"PIVA: contact sheet {queue_file.parent / 'contact_sheet.png'}" in out.stdout
+    from PIL import Image
+
+    assert Image.open(queue_file.parent / "contact_sheet.png").size == (220 + 2 * 128, 3 * 128)
     again = subprocess.run(
         [sys.executable, "-m", "blender_piva.cli", "resume", str(queue_file)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,

@@ -83,7 +83,8 @@ def build_material(color: str) -> bpy.types.Material:
     if color not in COLORS:
         raise ValueError(f"unknown toy colour {color!r}; allowed: {', '.join(COLORS)}")
     material = bpy.data.materials.new(f"toy {color}")
-    material.use_nodes = True
+    if material.node_tree is None:  # Blender < 5 creates materials without nodes (5.0 deprecates use_nodes)
+        material.use_nodes = True
     bsdf = material.node_tree.nodes.get("Principled BSDF")
     linear = tuple(srgb_to_linear(c) for c in COLORS[color])
     bsdf.inputs["Base Color"].default_value = (*linear, 1.0)

@@ -231,33 +231,24 @@ def v_to_epsilon(v: Tensor, x_t: Tensor, t: Tensor, alphas_cumprod: Tensor) -> T
 
 
 def _check_folder(folder: Path, required: tuple[str, ...]) -> None:
-    """Fail early, with the fix, on a folder missing a component or holding only .bin weights."""
-    missing = [name for name in required if not (folder / name).is_dir()]
-    if missing:
-        raise ModelLoadError(
-            f"model folder {folder} lacks {', '.join(missing)}/; expected the diffusers layout "
-            f"(unet/, text_encoder/, tokenizer/, scheduler/ and optionally vae/). Fix: save the pipeline with "
-            f"StableDiffusionPipeline.save_pretrained(folder, safe_serialization=True)"
-        )
-    for name in _WEIGHTED + ("controlnet", ""):
-        sub = folder / name if name else folder
-        if name and not sub.is_dir():
-            continue
-        if name == "" and not (sub / "config.json").is_file():
-            continue  # the pipeline root holds no weights
-        _check_safetensors(sub)
+    """Fail early, with the fix, on a folder missing a component or holding only pickle weights
+    (the layout check the extension's "Check model" button runs too: ``contract.model_layout``)."""
+    from blender_piva.contract.model_layout import check_model_folder
+
+    report = check_model_folder(folder, required)
+    if not report.ok:
+        raise ModelLoadError(report.message)
 
 
 def _check_safetensors(sub: Path) -> None:
-    if any(sub.glob("*.safetensors")):
-        return
-    if any(sub.glob("*.bin")) or any(sub.glob("*.pt")) or any(sub.glob("*.ckpt")):
-        raise ModelLoadError(
-            f"{sub} has only pickle weights (.bin/.pt/.ckpt); this backend loads safetensors only. Fix: convert once "
-            f"with `Model.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)` or download "
-            f"the .safetensors files"
-        )
-    raise ModelLoadError(f"{sub} has no weights (*.safetensors); re-download or re-save the model there")
+    """Fail, with the fix, unless ``sub`` holds safetensors weights (pickles are never loaded)."""
+    from blender_piva.contract.model_layout import no_weights_message, pickle_only_message, weights_kind
+
+    kind = weights_kind(sub)
+    if kind == "pickle":
+        raise ModelLoadError(pickle_only_message(sub))
+    if kind == "none":
+        raise ModelLoadError(no_weights_message(sub))
 
 
 def _load_controlnet(controlnet: str, dtype: torch.dtype) -> Any:

@@ -5,7 +5,9 @@ Each method file (sds, dds, pds, ssd, piva) imports only from this module and fr
 never from a sibling method. The conventions, and the pitfalls of the reference code they avoid,
 are written up in docs/methods.md ("Shared conventions"):
 
-* Classifier-free guidance in the diffusers convention: ``CFG_s = e_u + s * (e_c - e_u)``.
+* Classifier-free guidance in the diffusers convention: ``CFG_s = e_u + s * (e_c - e_u)``; the
+  unconditional branch ``e_u`` is conditioned on :attr:`MethodInputs.cond_uncond`: the negative
+  prompt's embedding when the job has one, else the empty prompt's (``cond_null``).
 * Source and target branches share the same noise ``eps`` and the same timestep ``t``.
 * Noise predictions are taken under ``torch.no_grad`` (the U-Net Jacobian is dropped, as in SDS).
 * Every gradient passes through ``nan_to_num`` before it is injected.
@@ -56,7 +58,9 @@ class MethodInputs:
     cond_tgt: Tensor
     """[1 or B, L, D] embedding of the target prompt."""
     cond_null: Tensor
-    """[1 or B, L, D] embedding of the empty prompt (CFG's unconditional branch)."""
+    """[1 or B, L, D] embedding of the empty prompt: CFG's unconditional branch when there is no
+    negative prompt, and always the condition PIVA's adapters are trained on when a sample's
+    condition is dropped (unconditional training is with the empty prompt)."""
     step: int
     """0-based index of this step in the edit."""
     total_steps: int
@@ -69,6 +73,14 @@ class MethodInputs:
     """[B, 3, H, W] depth of the source render (PIVA trains psi on it); None = ``control``."""
     generator: torch.Generator | None = None
     """Source of the step's noise and timesteps (on the device of ``x``); None = global RNG."""
+    cond_negative: Tensor | None = None
+    """[1 or B, L, D] embedding of the negative prompt, or None (no negative prompt: the empty one)."""
+
+    @property
+    def cond_uncond(self) -> Tensor:
+        """[1 or B, L, D] the condition of CFG's unconditional branch: the negative prompt's
+        embedding when given, else the empty prompt's (diffusers' ``negative_prompt`` semantics)."""
+        return self.cond_negative if self.cond_negative is not None else self.cond_null
 
 
 @dataclass
@@ -136,10 +148,11 @@ def guided_pair(
 ) -> tuple[Tensor, Tensor]:  # x_t, xs_t [B, ...], t [B] -> (CFG_tgt, CFG_src), each [B, ...]
     """CFG_s(x_t, c_tgt) and CFG_s(xs_t, c_src) from ONE UNet call of 4 (DDS, PDS, PIVA with x_hat_t).
 
-    The batch is ``[xs_t | null, xs_t | src, x_t | null, x_t | tgt]``, all at the same ``t``.
+    The batch is ``[xs_t | uncond, xs_t | src, x_t | uncond, x_t | tgt]``, all at the same ``t``;
+    ``uncond`` is :attr:`MethodInputs.cond_uncond` (the negative prompt, else the empty one).
     """
     B = x_t.shape[0]
-    null, src, tgt = (expand(c, B) for c in (inputs.cond_null, inputs.cond_src, inputs.cond_tgt))
+    null, src, tgt = (expand(c, B) for c in (inputs.cond_uncond, inputs.cond_src, inputs.cond_tgt))
     with torch.no_grad():
         e = model.predict_noise(
             torch.cat([xs_t, xs_t, x_t, x_t]),

@@ -20,6 +20,10 @@ Choices where the paper is ambiguous (docs/methods.md, section PIVA, gives the r
 * Timesteps: ProlificDreamer's annealed schedule (t_max 0.98 -> 0.5 at 20% of the run), appendix A.
 * Adapter training: t ~ U[0, T), w = 1, AdamW (betas 0.9/0.99, eps 1e-15) lr 1e-4, 10% of the
   conditions dropped to the empty prompt, one step each per edit step (ProlificDreamer).
+* Negative prompt: it is the unconditional branch of the DDS term's CFG (``inputs.cond_uncond``;
+  with the ``paper`` preset's x_t shortcut the unconditional prediction cancels, so it has no
+  effect there). The adapters' condition dropout always uses the EMPTY prompt
+  (``inputs.cond_null``): it is unconditional training, not guidance.
 * 3D (appendix D.1): with ``inputs.control`` (depth) the adapters run on the ControlNet path; the
   base model does not, unless ``control_base``.
 """

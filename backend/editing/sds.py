@@ -3,7 +3,7 @@
     grad = w(t) * (CFG_s(x_t, c_tgt) - eps),   x_t = sqrt(a_t) x + sqrt(1 - a_t) eps,
 
 with w(t) = 1 - a_t (threestudio's default). Only the target prompt is used; the source is ignored.
-One batched UNet call of 2 ([uncond, cond]).
+One batched UNet call of 2 ([uncond, cond]); uncond is the negative prompt when the job has one.
 
 CFG follows the diffusers convention (e_u + s (e_c - e_u)); threestudio's "100" is s = 101 here.
 Defaults and their sources: docs/methods.md, section SDS.
@@ -47,7 +47,7 @@ class SDS(EditMethod):
             e = self.model.predict_noise(
                 torch.cat([x_t, x_t]),
                 torch.cat([t, t]),
-                torch.cat([expand(inputs.cond_null, B), expand(inputs.cond_tgt, B)]),
+                torch.cat([expand(inputs.cond_uncond, B), expand(inputs.cond_tgt, B)]),
             )
         e_u, e_c = e.chunk(2)
         # 3. eq. 3: w(t) (eps_hat - eps)

@@ -8,6 +8,8 @@
 with x_t, x_hat_t sharing eps and t, w_id(t) = id_scale * exp(t / T), and t decreasing linearly
 0.98 -> 0.02 over the run (reference 3DGS code: w_p = 7.5 * 0.5, w_t = 2.0 * 0.5, w_e = 5.5,
 id_scale = 0.075). The ID weight grows with t, so it shrinks over the run as t decreases.
+With a negative prompt, the null of the prompt-enhancement term (eq. 7, CFG's guidance direction)
+is the negative prompt; the cross-trajectory term keeps the empty prompt.
 One UNet call of 4 ([src, tgt, null] at x_t, null at x_hat_t), under FreeU as in the reference
 guidance (b1 = b2 = 1.1, s1 = 0.9, s2 = 0.2) where the model has a diffusers UNet. Defaults, their
 sources and the reading of the paper's "decreasing" w(t): docs/methods.md, section SSD.
@@ -68,13 +70,18 @@ class SSD(EditMethod):
         # 1. shared t and eps
         t, eps = self.timestep_and_noise(inputs, x)
         x_t, xs_t = add_noise(x, eps, t, ac), add_noise(x_hat, eps, t, ac)
-        null, src, tgt = (expand(v, B) for v in (inputs.cond_null, inputs.cond_src, inputs.cond_tgt))
+        # the prompt-enhancement term is CFG's guidance direction: its unconditional branch takes the
+        # negative prompt; the cross-trajectory term's e(x_hat_t, null) stays the empty prompt's
+        # (the source's own unconditional trajectory, not guidance)
+        uncond, null, src, tgt = (
+            expand(v, B) for v in (inputs.cond_uncond, inputs.cond_null, inputs.cond_src, inputs.cond_tgt)
+        )
         # 2. one UNet call of 4
         freeu = getattr(self.model, "freeu", None) if c.freeu else None
         scope = freeu(b1=c.freeu_b1, b2=c.freeu_b2, s1=c.freeu_s1, s2=c.freeu_s2) if freeu else nullcontext()
         with torch.no_grad(), scope:
             e = self.model.predict_noise(
-                torch.cat([x_t, x_t, x_t, xs_t]), torch.cat([t, t, t, t]), torch.cat([src, tgt, null, null])
+                torch.cat([x_t, x_t, x_t, xs_t]), torch.cat([t, t, t, t]), torch.cat([src, tgt, uncond, null])
             )
         e_src, e_tgt, e_null, es_null = e.chunk(4)
         # 3. eq. 6-8

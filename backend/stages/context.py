@@ -36,9 +36,17 @@ def _on_sigterm(signum, frame) -> None:  # pragma: no cover - exercised through 
     _SIGTERM_RECEIVED[0] = True
 
 
+STOP_SIGNAL_NAMES = ("SIGTERM", "SIGBREAK")
+"""The signals that cancel a job, where the system has them: SIGTERM, and on Windows SIGBREAK (the
+Ctrl+Break event the extension sends there instead, ``blender_piva/core/process_group.py``)."""
+
+
 def stop_on_sigterm() -> None:
-    """Turn SIGTERM into a cancel request: the running stage checkpoints and stops, then the job exits."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    """Turn SIGTERM (and SIGBREAK on Windows) into a cancel request: the running stage checkpoints
+    and stops, then the job exits."""
+    for name in STOP_SIGNAL_NAMES:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _on_sigterm)
 
 
 def cancel_requested(job_dir: Path, since: float = 0.0) -> bool:

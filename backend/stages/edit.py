@@ -45,6 +45,10 @@ def resolve_model(name: str) -> str:
 
 
 def model_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The model's dtype for ``precision`` on ``device``. ``auto``: fp16 on CUDA; fp32 on the CPU
+    (no fast fp16 kernels there) and on MPS (torch's MPS backend runs fp16, but some of the ops SD
+    needs fall back or lose precision on older macOS and torch releases: fp32 is the safe default;
+    choose fp16 explicitly to halve the memory on a recent Mac)."""
     import torch  # local: the runner imports every stage, and a job that fails validation needs no torch
 
     if precision == "auto":
@@ -52,8 +56,28 @@ def model_dtype(precision: str, device: torch.device) -> torch.dtype:
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
+def _log_estimate(ctx: JobContext) -> None:
+    """Log the table's estimate of the edit's peak GPU memory before the model loads (the table
+    is for SD 2.1-base + depth ControlNet in fp16: on the CPU, or for another model, a guide)."""
+    from blender_piva.contract.memory_estimate import MemoryEstimateError, describe
+
+    spec = ctx.spec
+    try:
+        line = describe(spec.edit.method, spec.edit.render_resolution, spec.model.memory)
+    except (MemoryEstimateError, KeyError, TypeError, ValueError) as exc:  # a broken table must not stop the edit
+        line = f"no estimate ({exc})"
+    ctx.events.emit(
+        "log", stage="edit",
+        message=(
+            f"memory estimate for {spec.edit.method} at {spec.edit.render_resolution} px, memory mode "
+            f"{spec.model.memory}: {line} (SD 2.1-base + depth ControlNet, fp16)"
+        ),
+    )
+
+
 def run(ctx: JobContext) -> dict:
     from ..checkpoint import CheckpointError
+    from ..diffusion.memory import apply_memory_mode
     from ..diffusion.model import DiffusionModel, ModelLoadError
     from ..edit3d import edit_field
     from ..editing.registry import MethodConfigError, build_config, method_class
@@ -81,6 +105,7 @@ def run(ctx: JobContext) -> dict:
         config = build_config(spec.edit.method, spec.edit)
     except (MethodConfigError, ValueError) as exc:
         raise StageError(str(exc), "fix edit.method_params in the job") from None
+    _log_estimate(ctx)
     try:
         model_name = resolve_model(spec.model.model)
         model = DiffusionModel.load(
@@ -91,6 +116,8 @@ def run(ctx: JobContext) -> dict:
         )
     except ModelLoadError as exc:
         raise StageError(str(exc), "check the model id or folder in the preferences") from None
+    applied = apply_memory_mode(model, spec.model.memory)
+    ctx.events.emit("log", stage="edit", message=f"memory mode {spec.model.memory}: {'; '.join(applied)}")
     method = method_class(spec.edit.method)(config, model)
     try:
         metrics = edit_field(original, model, method, spec, out_dir, device=device, reporter=ctx.reporter("edit"))

@@ -6,8 +6,8 @@ its content:
 * reconstruction: the digest of the capture's ``transforms.json``, the capture's own fingerprint
   (its marker, written by the extension: the object as it looked and the capture settings) and
   the fit settings;
-* ``JOB/edit``: the reconstruction it started from (its fingerprint), the prompts, the seed, the
-  edit and model settings;
+* ``JOB/edit``: the reconstruction it started from (its fingerprint), the prompts (the negative
+  one when set), the seed, the edit and model settings (not the memory mode);
 * ``JOB/export``: the field it exported (the edit's or the reconstruction's fingerprint) and the
   export settings.
 
@@ -55,15 +55,26 @@ def reconstruction_inputs(spec: contract.JobSpec) -> dict[str, Any]:
     }
 
 
+MODEL_NOT_CONTENT = ("memory",)
+"""ModelSettings fields that change how fast the edit runs and its peak memory, never the edited
+field: left out of the edit folder's fingerprint (a job resumed in the ``low`` memory mode after
+running out of memory keeps its checkpoints)."""
+
+
 def edit_inputs(spec: contract.JobSpec, field_fingerprint: str) -> dict[str, Any]:
-    return {
+    """What ``JOB/edit`` is made from. Keys added after folders were first written (the negative
+    prompt) appear only when set, so the fingerprints of existing edit folders stay the same."""
+    inputs: dict[str, Any] = {
         "field": field_fingerprint,
         "source_prompt": spec.source_prompt,
         "target_prompt": spec.target_prompt,
         "seed": spec.seed,
         "edit": contract.content_settings(spec.edit),
-        "model": dataclasses.asdict(spec.model),
+        "model": {k: v for k, v in dataclasses.asdict(spec.model).items() if k not in MODEL_NOT_CONTENT},
     }
+    if spec.negative_prompt:
+        inputs["negative_prompt"] = spec.negative_prompt
+    return inputs
 
 
 def export_inputs(spec: contract.JobSpec, field_fingerprint: str) -> dict[str, Any]:

@@ -35,6 +35,10 @@ class JobSpec:
     """What it should become, e.g. ``a blue cube``."""
     output_dir: str
     """The job folder (absolute path); every file of the job lives under it."""
+    negative_prompt: str = ""
+    """What the edit should steer away from, e.g. ``blurry, low quality``: the prompt of
+    classifier-free guidance's unconditional branch (diffusers' ``negative_prompt``). Empty = the
+    empty prompt, the behaviour without one. At most 1000 characters."""
     capture_dir: str = ""
     """Folder holding ``transforms.json``; empty = ``OUTPUT_DIR/capture``; a relative path is
     resolved against ``OUTPUT_DIR`` (the job file's folder). May be shared by jobs."""
@@ -75,15 +79,17 @@ class JobSpec:
 
     def owner_inputs(self) -> dict[str, Any]:
         """What the job folder's owner marker (``contract.ownership``) fingerprints: which object,
-        which edit (prompts, method, seed). The settings are fingerprinted by the folders they
-        shape (capture, reconstruction, ``edit/``, ``export/``); the stages to run, the device and
-        the paths are not part of the job's identity."""
+        which edit (prompts, the negative prompt when set, method, seed). The settings are
+        fingerprinted by the folders they shape (capture, reconstruction, ``edit/``, ``export/``);
+        the stages to run, the device and the paths are not part of the job's identity."""
         return {
             "object_name": self.object_name,
             "source_prompt": self.source_prompt,
             "target_prompt": self.target_prompt,
             "method": self.edit.method,
             "seed": self.seed,
+            # only when set: the fingerprints of jobs without one stay what they were
+            **({"negative_prompt": self.negative_prompt} if self.negative_prompt else {}),
         }
 
     @property
@@ -99,6 +105,9 @@ class JobSpec:
         check_str(self.object_name, "object_name", allow_empty=False)
         check_prompt(self.source_prompt, "source_prompt")
         check_prompt(self.target_prompt, "target_prompt")
+        check_str(self.negative_prompt, "negative_prompt", allow_empty=True)
+        if self.negative_prompt.strip():  # a prompt like the others; empty = the empty prompt
+            check_prompt(self.negative_prompt, "negative_prompt")
         check_str(self.output_dir, "output_dir", allow_empty=False)
         if not os.path.isabs(self.output_dir):
             raise ContractError("output_dir", f"{self.output_dir!r} is relative", "an absolute folder path")

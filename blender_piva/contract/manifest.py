@@ -20,7 +20,10 @@ class ResultsManifest:
     status: str = "finished"
     """``finished`` (all requested stages ran)."""
     files: dict[str, str] = field(default_factory=dict)
-    """Role -> file name inside ``results/``: ``mesh`` (GLB), ``texture`` (PNG), ``field`` ..."""
+    """Role -> file name inside ``results/``: ``mesh`` (GLB), ``texture`` (PNG), ``field`` ...;
+    ``report`` (``report.html``), ``report_image`` (``report.png``) and ``views``
+    (``views/views.json``, the held-out views of source and result) when the backend drew them
+    (readers must not expect them: older manifests lack them)."""
     metrics: dict[str, float] = field(default_factory=dict)
     """Figures measured by the stages, e.g. ``heldout_psnr_db``, ``depth_error_rel``."""
     normalization: list[list[float]] = field(default_factory=list)

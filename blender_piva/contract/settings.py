@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._schema import ContractError, check_bool, check_float, check_int, check_range, check_str
-from .layout import METHODS, PRECISIONS
+from .layout import MEMORY_MODES, METHODS, PRECISIONS
 
 
 @dataclass
@@ -193,10 +193,16 @@ class ModelSettings:
     """Depth ControlNet: hub id or local folder; empty = the model's own default or none."""
     precision: str = "auto"
     """One of PRECISIONS."""
+    memory: str = "balanced"
+    """One of MEMORY_MODES: ``fast`` (SDPA attention), ``balanced`` (+ VAE slicing) or ``low``
+    (+ attention slicing, VAE tiling, CPU offload). Changes speed and peak GPU memory, not the
+    edit: left out of the edit folder's fingerprint, so a job resumed in another mode keeps it."""
 
     def validate(self, prefix: str = "model") -> None:
         check_str(self.model, f"{prefix}.model", allow_empty=False)
         check_str(self.controlnet, f"{prefix}.controlnet", allow_empty=True)
         if self.precision not in PRECISIONS:
             raise ContractError(f"{prefix}.precision", f"unknown precision {self.precision!r}", ", ".join(PRECISIONS))
+        if self.memory not in MEMORY_MODES:
+            raise ContractError(f"{prefix}.memory", f"unknown memory mode {self.memory!r}", ", ".join(MEMORY_MODES))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,8 @@ from typing import Callable
 
 from .. import contract
 from ..contract.layout import MEMORY_SETTINGS
+from . import process_group
+from .network import network_refusal
 
 TERMINAL_EVENTS = ("finished", "cancelled", "error")
 
@@ -39,13 +40,17 @@ class BackendConfig:
     """Folder that contains the ``backend`` package (put on PYTHONPATH); empty = installed in ``python``."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment variables for the backend process."""
+    online_access: bool = True
+    """Whether the backend may use the network (Blender's ``bpy.app.online_access``): when False,
+    a job whose model or ControlNet is a hub id is refused before the backend starts, and the
+    backend runs with ``HF_HUB_OFFLINE=1`` so no library tries the network."""
 
     def resolved_python(self) -> str:
         if self.python:
             return self.python
         guess = default_repo_root()
         if guess is not None:
-            candidate = guess / ".venv" / "bin" / "python"
+            candidate = venv_python(guess / ".venv")
             if candidate.exists():
                 return str(candidate)
         raise BackendError(
@@ -76,14 +81,22 @@ _PROBE = (
 )
 
 
+def venv_python(venv: Path, windows: bool | None = None) -> Path:
+    """The interpreter of a virtual environment: ``Scripts/python.exe`` on Windows, ``bin/python`` elsewhere."""
+    windows = process_group.IS_WINDOWS if windows is None else windows
+    return venv / "Scripts" / "python.exe" if windows else venv / "bin" / "python"
+
+
 def backend_env(config: BackendConfig) -> dict[str, str]:
     """The environment of a backend process: this one without Python overrides, the backend folder
-    on PYTHONPATH, unbuffered output, and ``config.env``."""
+    on PYTHONPATH, unbuffered output, ``HF_HUB_OFFLINE=1`` when online access is off, and ``config.env``."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP")}
     root = config.resolved_root()
     if root:
         env["PYTHONPATH"] = root
     env["PYTHONUNBUFFERED"] = "1"
+    if not config.online_access:
+        env["HF_HUB_OFFLINE"] = "1"  # huggingface_hub, diffusers and transformers read it: local files only
     env.update(config.env)
     return env
 
@@ -176,6 +189,7 @@ class BackendProcess:
                 f"the backend Python {python!r} does not exist. Fix the path in the add-on preferences "
                 "or run `python3.11 build.py setup` in the repository"
             )
+        self._refuse_offline_hub()
         contract.clear_cancel(self.job_dir)
         # The run starts now: a Cancel written from here on is for it, anything older is stale.
         self.started = time.time()
@@ -195,12 +209,24 @@ class BackendProcess:
                 stdout=log,
                 stderr=log,
                 env=env,
-                start_new_session=True,  # Ctrl+C in Blender's terminal must not kill the job mid-write
+                **process_group.popen_kwargs(),  # Ctrl+C in Blender's terminal must not kill the job mid-write
             )
         except OSError as exc:
             raise BackendError(f"cannot start the backend {python!r}: {exc.strerror}") from exc
         finally:
             log.close()
+
+    def _refuse_offline_hub(self) -> None:
+        """With online access off, a job naming a hub model never reaches the backend."""
+        if self.config.online_access:
+            return
+        try:
+            model = contract.load_job(self.job_file).model
+        except contract.ContractError:
+            return  # the backend reports an unreadable job itself
+        refusal = network_refusal(model.model, model.controlnet, online_access=False)
+        if refusal is not None:
+            raise BackendError(refusal)
 
     @property
     def running(self) -> bool:
@@ -230,7 +256,7 @@ class BackendProcess:
             full = self._disk_full()
             if full is not None:
                 return BackendOutcome("error", code, message=full[0], hint=full[1], log_path=str(self.log_path))
-            if code == -signal.SIGKILL:  # not us (kill() is Ctrl+C's third press): most often the kernel's OOM killer
+            if process_group.killed_from_outside(code):  # not us (kill() is Ctrl+C's third press): most often the kernel's OOM killer
                 stage = self.last_event.stage if self.last_event is not None and self.last_event.stage else ""
                 setting = MEMORY_SETTINGS.get(stage, "the stage's size settings")
                 where = f" in the {stage} stage" if stage else ""
@@ -279,21 +305,17 @@ class BackendProcess:
         contract.request_cancel(self.job_dir, reason)
 
     def terminate(self) -> None:
-        """SIGTERM: the backend treats it as a cancel (checkpoint, then stop), without waiting for
-        its next look at cancel.json."""
+        """SIGTERM (Ctrl+Break on Windows): the backend treats it as a cancel (checkpoint, then
+        stop), without waiting for its next look at cancel.json."""
         if self.running:
             assert self.process is not None
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            process_group.terminate_group(self.process)
 
     def kill(self) -> None:
         """Stop the process now (it may lose the steps since its last checkpoint)."""
         if self.running:
             assert self.process is not None
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+            process_group.kill_group(self.process)
 
     def release(self, timeout_s: float = 10.0) -> None:
         """Cancel, wait for a graceful stop, and kill if it does not come: frees GPU memory."""

@@ -5,6 +5,7 @@ No bpy: the scene side (``scene/edit_job.py``) turns a request into a job.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ class EditRequest:
     """What it is now."""
     target_prompt: str
     """What it should become."""
+    negative_prompt: str = ""
+    """What the edit should steer away from (CFG's unconditional prompt); empty = none."""
     method: str = "piva"
     """One of contract.METHODS."""
     steps: int | None = None
@@ -75,12 +78,18 @@ def make_request(
 ) -> EditRequest:
     """The one way a request is made. ``choices`` holds the user's edit choices under the names of
     the panel's settings (``method``, ``steps``, ``seed``, ``lambda_identity``, ``preset``,
-    ``use_cache``): the panel's ``scene.piva`` or the command line's parsed arguments; a step
-    count of 0 or None means the preset's."""
+    ``use_cache``, and when present ``negative_prompt`` and ``memory``, the memory mode that goes
+    into ``model.memory``): the panel's ``scene.piva`` or the command line's parsed arguments; a
+    step count of 0 or None means the preset's."""
+    model = model if model is not None else contract.ModelSettings()
+    memory = getattr(choices, "memory", None)
+    if memory:
+        model = dataclasses.replace(model, memory=memory)
     return EditRequest(
         object_name=object_name,
         source_prompt=source_prompt,
         target_prompt=target_prompt,
+        negative_prompt=getattr(choices, "negative_prompt", "") or "",
         method=choices.method,
         steps=choices.steps or None,
         seed=choices.seed,
@@ -89,7 +98,7 @@ def make_request(
         use_cache=choices.use_cache,
         job_root=job_root,
         job_dir=job_dir,
-        model=model if model is not None else contract.ModelSettings(),
+        model=model,
         device=device,
         stages=list(contract.STAGES) if stages is None else list(stages),
         overrides=dict(overrides or {}),

@@ -14,6 +14,8 @@ so that Cycles builds its BVH once. Each call writes an uncompressed multilayer 
 Depth) that is read back with numpy (``exr.py``): in background mode the Render Result holds no
 pixels, and a single EXR gives colour and depth of the same samples. The colour is converted to
 an 8-bit sRGB PNG exactly as Blender's "Standard" view transform would (``core/capture_pixels.py``).
+What Blender prints while it renders goes to the log chosen with ``core.quiet.log_blender_output``
+(the headless command's ``JOB/capture.log``), or stays on the console when none was chosen.
 
 Output is atomic: views are written to a hidden ``.NAME.partial-PID-HEX`` folder beside ``out_dir``
 that replaces ``out_dir`` only when the capture is complete; failure or cancel removes it, and the
@@ -42,7 +44,7 @@ import numpy as np
 from ..contract import TRANSFORMS_FILE, CaptureSettings, ContractError
 from ..contract import capture as capture_format
 from ..contract import cameras, disk, leftovers, ownership
-from ..core import camera_rig, capture_pixels, png16
+from ..core import camera_rig, capture_pixels, png16, quiet
 from ..core.exr import ExrError, read_exr
 
 ProgressCallback = Callable[[int, int], None]
@@ -164,7 +166,8 @@ def capture_object(
     try:
         (partial / "images").mkdir()
         (partial / "depth").mkdir()
-        world_to_normalized, object_matrix_world = rig.build(obj, settings)
+        with quiet.blender_output():  # Cycles probes the GPUs on first use ("CUEW initialization failed")
+            world_to_normalized, object_matrix_world = rig.build(obj, settings)
         exr_path = partial / "render.exr"
         rig.scene.render.filepath = str(exr_path)
         scale = capture_format.depth_unit_scale(settings)
@@ -172,7 +175,8 @@ def capture_object(
             if should_cancel is not None and should_cancel():
                 raise CaptureCancelled(f"capture cancelled after {done} of {len(views)} views")
             rig.aim(view)
-            result = bpy.ops.render.render(write_still=True, scene=rig.scene.name)
+            with quiet.blender_output():  # Cycles' "Saved: ..." per view goes to the log the caller chose
+                result = bpy.ops.render.render(write_still=True, scene=rig.scene.name)
             if not exr_path.is_file() and (disk.free_bytes(partial) or 0) < disk.capture_bytes(settings):
                 raise _disk_full(out_dir, settings)  # Cycles says nothing when it cannot write the view
             if "FINISHED" not in result or not exr_path.is_file():

@@ -119,6 +119,7 @@ class EditJob:
                 object_name=req.object_name,
                 source_prompt=req.source_prompt.strip(),
                 target_prompt=req.target_prompt.strip(),
+                negative_prompt=req.negative_prompt.strip(),
                 output_dir=str(job_dir),
                 stages=list(req.stages),
                 device=req.device,
@@ -147,6 +148,7 @@ class EditJob:
         An existing job.json is resumed only when it describes this request's edit; a folder
         holding anything else is refused, and nothing is written then."""
         from ..core.backend_process import BackendError, check_backend_python
+        from ..core.network import network_refusal
 
         self.source_object()
         spec = self.build_spec()
@@ -154,6 +156,9 @@ class EditJob:
             check_backend_python(self.backend)  # before the capture: a Python without torch fails now, not later
         except BackendError as exc:
             raise EditFailed(str(exc)) from None
+        refusal = network_refusal(spec.model.model, spec.model.controlnet, online_access=self.backend.online_access)
+        if refusal is not None:  # before the capture, like the Python check
+            raise EditFailed(refusal)
         job_dir = spec.job_dir
         existing = job_dir / contract.JOB_FILE
         if existing.is_file():
@@ -169,7 +174,11 @@ class EditJob:
                     f"cannot resume {job_dir}: it holds another edit ({differences})",
                     "leave the job folder empty to start a new job, or repeat that job's object, prompts and settings",
                 )
-            # Resuming: the spec on disk wins for everything the stages already computed.
+            # Resuming: the spec on disk wins for everything the stages already computed; how
+            # the backend runs (device, memory mode) is this request's, so a job that ran out of
+            # memory resumes in a lower memory mode.
+            on_disk.device = spec.device
+            on_disk.model.memory = spec.model.memory
             spec = on_disk
         job_files = contract.ownership.job_names_before_first_run(spec.job_dir, spec.capture_path)
         try:
@@ -309,17 +318,18 @@ class EditJob:
 def resume_inputs(spec: contract.JobSpec) -> dict[str, object]:
     """What a request must share with a job folder's job.json to resume it: the object, the
     prompts, the seed, every setting that shapes a result (``contract.content_settings``) and the
-    model. The stages, the device and the folders may differ."""
+    model (not its memory mode). The stages, the device, the memory mode and the folders may differ."""
     return {
         "object_name": spec.object_name,
         "source_prompt": spec.source_prompt,
         "target_prompt": spec.target_prompt,
+        **({"negative_prompt": spec.negative_prompt} if spec.negative_prompt else {}),
         "seed": spec.seed,
         "capture": contract.content_settings(spec.capture),
         "reconstruct": contract.content_settings(spec.reconstruct),
         "edit": contract.content_settings(spec.edit),
         "export": contract.content_settings(spec.export),
-        "model": dataclasses.asdict(spec.model),
+        "model": {k: v for k, v in dataclasses.asdict(spec.model).items() if k != "memory"},
     }
 
 

@@ -3,31 +3,40 @@
 The blocking path (:meth:`QueueRunner.run_sync`: the bpy module, scripts, tests, the headless
 command) and the modal operator in the UI share :meth:`QueueRunner.begin`,
 :meth:`QueueRunner.succeed`, :meth:`QueueRunner.fail`; an item that fails is recorded and the
-queue moves on, a cancel stops the queue (run it again to resume).
+queue moves on, a cancel stops the queue (run it again to resume). A variants queue ends with
+its contact sheet (:func:`write_contact_sheet`): the source and every variant from the same cameras.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
 import time
+from pathlib import Path
 from typing import Callable, Iterable
 
 import bpy
 
 from .. import contract
-from ..core.backend_process import BackendConfig
+from ..core.backend_process import BackendConfig, BackendError, backend_env
 from ..core.queue import BatchQueue, QueueItem, new_queue
 from ..core.request import EditFailed, EditRequest
 from .edit_job import EditJob
 
-REQUEST_SETTINGS = ("method", "steps", "lambda_identity", "preset", "device", "overrides", "use_cache", "stages")
+REQUEST_SETTINGS = (
+    "method", "steps", "lambda_identity", "preset", "device", "overrides", "use_cache", "stages", "negative_prompt",
+)
 """EditRequest fields a queue shares between its items (plus ``model``, stored as a dict)."""
 
 SOURCE_PROMPT_PROPERTY = "piva_source_prompt"
 """Custom property of an object that overrides the batch's source prompt for it."""
 TARGET_PROMPT_PROPERTY = "piva_target_prompt"
 """Custom property of an object that overrides the batch's target prompt for it."""
+CONTACT_SHEET_FILE = "contact_sheet.png"
+"""The variants' contact sheet, in the queue's folder (``JOB_ROOT/batches/BATCH_ID/``)."""
+CONTACT_SHEET_TIMEOUT_S = 300.0
+"""The longest the backend may take to draw a contact sheet (it renders the views a job lacks)."""
 
 
 def settings_of(request: EditRequest) -> dict:
@@ -99,6 +108,55 @@ def batch_objects(mode: str, collection: "bpy.types.Collection | None" = None, c
     return sorted(o.name for o in objects if not o.get("piva_job_id"))
 
 
+def contact_sheet_path(queue: BatchQueue) -> Path:
+    """Where ``queue``'s contact sheet is (or will be) written."""
+    return queue.folder / CONTACT_SHEET_FILE
+
+
+def write_contact_sheet(
+    queue: BatchQueue,
+    backend: BackendConfig,
+    *,
+    render_missing: bool = True,
+    timeout_s: float = CONTACT_SHEET_TIMEOUT_S,
+) -> Path:
+    """Draw ``queue``'s contact sheet: the source and every item (failed ones as grey rows) from
+    the held-out cameras every job shares, each row labelled with its target prompt and seed.
+
+    Built by the backend's Python (``python -m backend contact-sheet OUT.png JOB_DIR...``) as a
+    subprocess through the same BackendConfig as the jobs, rather than in Blender with numpy and
+    bpy's image API: the views (``results/views/``) are the backend's own files, it has Pillow to
+    decode, tile and label them (Blender has no text drawing into pixels without a render), and
+    it can render the views of a job that lacks them (``render_missing``; on the CPU, seconds per
+    job: the UI passes False); the extension never imports torch or Pillow. Raises EditFailed
+    (what went wrong, how to fix it) when no sheet could be drawn.
+    """
+    out = contact_sheet_path(queue)
+    job_dirs = [i.job_dir for i in queue.items if i.job_dir and (Path(i.job_dir) / contract.JOB_FILE).is_file()]
+    if not job_dirs:
+        raise EditFailed("no contact sheet: no item of the queue has a job folder yet", "run the queue first")
+    try:
+        command = [backend.resolved_python(), "-m", "backend", "contact-sheet", str(out), *job_dirs]
+        command += ["--render-missing"] if render_missing else []
+        run = subprocess.run(
+            command, env=backend_env(backend), capture_output=True, text=True, timeout=timeout_s, check=False
+        )
+    except BackendError as exc:
+        raise EditFailed(f"no contact sheet: {exc}", "set the backend Python in the add-on preferences") from None
+    except subprocess.TimeoutExpired:
+        raise EditFailed(
+            f"no contact sheet: the backend took more than {timeout_s:.0f} s",
+            f"draw it by hand: python -m backend contact-sheet {out} JOB_DIR... (the items' job folders)",
+        ) from None
+    except OSError as exc:
+        raise EditFailed(f"no contact sheet: the backend could not start ({exc})", "check the backend Python") from None
+    if run.returncode != 0 or not out.is_file():
+        why = (run.stderr.strip() or run.stdout.strip() or f"exit code {run.returncode}").splitlines()[-1]
+        why = why.removeprefix("PIVA backend: ")
+        raise EditFailed(f"no contact sheet: {why}", f"see the items' job folders under {queue.folder}")
+    return out
+
+
 class QueueRunner:
     """Runs a queue's items one after another with EditJob."""
 
@@ -108,6 +166,10 @@ class QueueRunner:
         self.job_root = job_root or str(queue.folder.parent.parent)  # JOB_ROOT/batches/BATCH_ID
         self.current: QueueItem | None = None
         self._started = 0.0
+        self.contact_sheet: Path | None = None
+        """The contact sheet drawn at the end of a variants queue (:meth:`finish`)."""
+        self.contact_sheet_problem: EditFailed | None = None
+        """Why it could not be drawn (the queue itself is not affected)."""
 
     def request_for(self, item: QueueItem) -> EditRequest:
         settings = dict(self.queue.settings)
@@ -159,6 +221,20 @@ class QueueRunner:
         self.queue.log(item, item.status, message=exc.message, hint=exc.hint, seconds=item.seconds)
         self.current = None
 
+    # -- the end of the queue -------------------------------------------------------------------
+    def finish(self, render_missing: bool = True) -> Path | None:
+        """After the last item: a variants queue with any finished item gets its contact sheet
+        (a failure to draw it is kept in :attr:`contact_sheet_problem`, never raised);
+        ``render_missing``: see :func:`write_contact_sheet`."""
+        self.contact_sheet = self.contact_sheet_problem = None
+        if self.queue.kind != "variants" or not any(i.status == "done" for i in self.queue.items):
+            return None
+        try:
+            self.contact_sheet = write_contact_sheet(self.queue, self.backend, render_missing=render_missing)
+        except EditFailed as exc:
+            self.contact_sheet_problem = exc
+        return self.contact_sheet
+
     # -- the blocking path ------------------------------------------------------------------------
     def run_sync(
         self,
@@ -166,9 +242,10 @@ class QueueRunner:
         should_cancel: Callable[[], bool] | None = None,
         on_item: Callable[[int, int, QueueItem], None] | None = None,
         on_interrupt: Callable[[str], None] | None = None,
+        on_capture: Callable[[int, int], None] | None = None,
     ) -> BatchQueue:
         """Run every pending item; stop at the first cancel (Ctrl+C included: see
-        BackendProcess.wait). Returns the queue (see item states)."""
+        BackendProcess.wait); then :meth:`finish`. Returns the queue (see item states)."""
         total = len(self.queue.items)
         while (item := self.queue.next_pending()) is not None:
             if on_item is not None:
@@ -178,7 +255,7 @@ class QueueRunner:
             except EditFailed:
                 continue
             try:
-                job.capture(should_cancel=should_cancel)
+                job.capture(progress=on_capture, should_cancel=should_cancel)
                 job.start_backend()
                 outcome = job.wait_backend(on_event, should_cancel, on_interrupt)
                 job.check_outcome(outcome)
@@ -189,4 +266,5 @@ class QueueRunner:
                     break
                 continue
             self.succeed(item, result)
+        self.finish()
         return self.queue

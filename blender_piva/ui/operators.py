@@ -4,6 +4,13 @@ and scene/importer.py, the shared UI state in ui/status.py.
 ``piva.edit`` has two paths. ``execute`` blocks until the job ends (the bpy module, scripts,
 tests and the headless command: timers never fire in background mode). ``invoke`` in the UI
 starts the backend and returns; a modal timer follows its events, so Blender stays usable.
+It adds an object, so it is undoable (``UNDO``): Blender pushes one undo step when it returns
+FINISHED, from ``execute`` or at the end of the modal run; nothing is pushed while it runs or
+when it is cancelled. Its only property is hidden, so the Adjust Last Operation panel (which would
+run the whole edit again through ``execute``) never appears for it.
+
+A hub model is used only while Blender's online access is on (``core/network.py``): otherwise the
+edit is refused before anything starts.
 """
 
 from __future__ import annotations
@@ -11,8 +18,9 @@ from __future__ import annotations
 import time
 
 import bpy
-from bpy.props import StringProperty
+from bpy.props import EnumProperty, StringProperty
 
+from ..core.known_models import KNOWN_MODELS
 from ..core.request import EditFailed
 from ..core.terminal import print_capture_progress, print_event
 from ..scene.edit_job import EditJob
@@ -24,10 +32,10 @@ class PIVA_OT_edit(bpy.types.Operator):
 
     bl_idname = "piva.edit"
     bl_label = "Edit with PIVA"
-    bl_options = {"REGISTER"}
+    bl_options = {"REGISTER", "UNDO"}
 
     object_name: StringProperty(
-        name="Object", description="Object to edit; empty = the active object", options={"SKIP_SAVE"}
+        name="Object", description="Object to edit; empty = the active object", options={"SKIP_SAVE", "HIDDEN"}
     )
 
     @classmethod
@@ -54,10 +62,24 @@ class PIVA_OT_edit(bpy.types.Operator):
 
         return EditJob(request_from_panel(context, self._object_name(context)), backend_config(context))
 
+    def _refused_offline(self, context, job: EditJob) -> bool:
+        """Refuse (and say why) a hub model while Blender's online access is off."""
+        from ..core.network import network_refusal
+
+        refusal = network_refusal(job.request.model.model, job.request.model.controlnet, bpy.app.online_access)
+        if refusal is None:
+            return False
+        status = context.window_manager.piva_status
+        status.error, status.hint = refusal, ""
+        self.report({"ERROR"}, refusal)
+        return True
+
     def execute(self, context):
         status = context.window_manager.piva_status
         status.error = status.hint = ""
         job = self._job(context)
+        if self._refused_offline(context, job):
+            return {"CANCELLED"}
         try:
             obj = job.run_sync(on_event=print_event, on_capture=print_capture_progress)
         except EditFailed as exc:
@@ -75,6 +97,8 @@ class PIVA_OT_edit(bpy.types.Operator):
         status = context.window_manager.piva_status
         status.error = status.hint = status.preview_path = status.message = ""
         job = self._job(context)
+        if self._refused_offline(context, job):
+            return {"CANCELLED"}
         wm = context.window_manager
         try:
             job.prepare()
@@ -160,24 +184,84 @@ class PIVA_OT_release(bpy.types.Operator):
 
 
 class PIVA_OT_check_backend(bpy.types.Operator):
-    """Report the torch, CUDA, diffusers, peft, nerfacc and tinycudann the backend finds"""
+    """Report the torch, CUDA, diffusers, peft, nerfacc and tinycudann the backend finds, and its devices"""
 
     bl_idname = "piva.check_backend"
     bl_label = "Check Backend"
 
     def execute(self, context):
-        from .preferences import backend_config, check_backend, get_preferences
+        import json
+
+        from ..core.network import network_refusal
+        from .preferences import backend_config, check_backend_devices, get_preferences
 
         prefs = get_preferences(context)
-        ok, lines = check_backend(
-            backend_config(context), model=prefs.model if prefs else "", controlnet=prefs.controlnet if prefs else ""
-        )
+        model, controlnet = (prefs.model, prefs.controlnet) if prefs else ("", "")
+        refusal = network_refusal(model, controlnet, bpy.app.online_access)
+        if refusal is not None:
+            model = controlnet = ""  # the packages are still checked; the model would need the network
+        ok, lines, devices = check_backend_devices(backend_config(context), model=model, controlnet=controlnet)
+        if refusal is not None:
+            lines.append(f"PROBLEM: model not loaded: {refusal}")
+            ok = False
         if prefs is not None:
             prefs.check_report = "\n".join(lines)
+            if devices is not None:
+                prefs.devices_found = json.dumps(devices)
         for line in lines:
             print(line)
         self.report({"INFO"} if ok else {"WARNING"}, lines[-1] if lines else "no answer")
         return {"FINISHED"}
 
 
-CLASSES = (PIVA_OT_edit, PIVA_OT_cancel, PIVA_OT_release, PIVA_OT_check_backend)
+class PIVA_OT_check_model(bpy.types.Operator):
+    """Check the chosen model and ControlNet without loading them: a folder's components and safetensors weights; a hub id needs online access"""
+
+    bl_idname = "piva.check_model"
+    bl_label = "Check Model"
+
+    def execute(self, context):
+        from ..core.model_check import check_model_choice
+        from .preferences import backend_config, get_preferences
+
+        prefs = get_preferences(context)
+        if prefs is None:
+            self.report({"ERROR"}, "the PIVA preferences are not loaded (enable the extension)")
+            return {"CANCELLED"}
+        ok, lines = check_model_choice(
+            bpy.path.abspath(prefs.model) if prefs.model.startswith("//") else prefs.model,
+            bpy.path.abspath(prefs.controlnet) if prefs.controlnet.startswith("//") else prefs.controlnet,
+            online_access=bpy.app.online_access,
+            backend_root=backend_config(context).resolved_root(),
+        )
+        prefs.model_report = "\n".join(lines)
+        for line in lines:
+            print(line)
+        self.report({"INFO"} if ok else {"WARNING"}, lines[-1] if lines else "nothing to check")
+        return {"FINISHED"}
+
+
+class PIVA_OT_use_known_model(bpy.types.Operator):
+    """Fill Model and Depth ControlNet with a model known to work"""
+
+    bl_idname = "piva.use_known_model"
+    bl_label = "Use Known Model"
+
+    key: EnumProperty(name="Model", items=[(m.key, m.label, m.description) for m in KNOWN_MODELS.values()])
+
+    def execute(self, context):
+        from .preferences import get_preferences
+
+        prefs = get_preferences(context)
+        if prefs is None:
+            self.report({"ERROR"}, "the PIVA preferences are not loaded (enable the extension)")
+            return {"CANCELLED"}
+        chosen = KNOWN_MODELS[self.key]
+        prefs.model, prefs.controlnet, prefs.model_report = chosen.model, chosen.controlnet, ""
+        self.report({"INFO"}, f"PIVA: model {chosen.model}" + (f", ControlNet {chosen.controlnet}" if chosen.controlnet else ""))
+        return {"FINISHED"}
+
+
+CLASSES = (
+    PIVA_OT_edit, PIVA_OT_cancel, PIVA_OT_release, PIVA_OT_check_backend, PIVA_OT_check_model, PIVA_OT_use_known_model,
+)

@@ -26,6 +26,22 @@ def _preview_icon(path: str) -> int:
     return pcoll["latest"].icon_id
 
 
+def _memory_line(context, settings) -> str:
+    """``"≈ 7.9 GiB GPU (computed)"`` for the method, edit resolution and memory mode chosen."""
+    from ..core import presets
+    from ..core.memory_estimate import MemoryEstimateError, describe
+    from .preferences import get_preferences
+
+    prefs = get_preferences(context)
+    resolution = getattr(prefs, "render_resolution", 0) if prefs is not None else 0
+    if not resolution:
+        resolution = presets.get_preset(settings.preset).edit.render_resolution
+    try:
+        return describe(settings.method, int(resolution), settings.memory)
+    except MemoryEstimateError as exc:
+        return str(exc)
+
+
 def free_previews() -> None:
     import bpy.utils.previews
 
@@ -50,6 +66,7 @@ class VIEW3D_PT_piva(bpy.types.Panel):
         col.label(text=f"Object: {obj.name}" if obj is not None else "Object: none selected", icon="MESH_DATA")
         col.prop(settings, "source_prompt")
         col.prop(settings, "target_prompt")
+        col.prop(settings, "negative_prompt")
 
         col = layout.column()
         col.prop(settings, "method")
@@ -59,6 +76,8 @@ class VIEW3D_PT_piva(bpy.types.Panel):
         row.prop(settings, "steps")
         row.prop(settings, "seed")
         col.prop(settings, "preset")
+        col.prop(settings, "memory")
+        col.label(text=_memory_line(context, settings), icon="MEMORY")
 
         row = col.row(align=True)
         row.prop(settings, "use_cache")
@@ -80,6 +99,10 @@ class VIEW3D_PT_piva(bpy.types.Panel):
             row.operator("piva.release", icon="X")
         else:
             layout.operator("piva.edit", icon="SHADERFX")
+            if status.job_dir:  # the last job's report (greyed out until the job wrote one)
+                row = layout.row(align=True)
+                row.operator("piva.open_report", icon="TEXT")
+                row.operator("piva.open_report", text="", icon="IMAGE_DATA").in_blender = True
         if status.error:
             box = layout.box()
             box.alert = True
@@ -168,6 +191,8 @@ class VIEW3D_PT_piva_queue(_SubPanel, bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("piva.resume_queue", icon="RECOVER_LAST")
         row.operator("piva.resume_queue", text="Retry Failed", icon="FILE_REFRESH").retry_failed = True
+        if queue.kind == "variants":
+            layout.operator("piva.open_contact_sheet", icon="IMAGE_DATA")
 
 
 CLASSES = (VIEW3D_PT_piva, PIVA_UL_variants, VIEW3D_PT_piva_variants, VIEW3D_PT_piva_batch, VIEW3D_PT_piva_queue)

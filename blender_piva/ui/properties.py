@@ -7,6 +7,7 @@ import bpy
 from bpy.props import BoolProperty, CollectionProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from .. import contract
+from ..contract.layout import MEMORY_MODES
 from ..core import presets
 
 METHOD_ITEMS = [
@@ -17,6 +18,13 @@ METHOD_ITEMS = [
     ("sds", "SDS", "Score Distillation Sampling (DreamFusion); ignores the source prompt"),
 ]
 assert {m[0] for m in METHOD_ITEMS} == set(contract.METHODS), "the panel must offer every method"
+
+MEMORY_ITEMS = [
+    ("fast", "Fast", "SDPA attention, nothing traded: the most GPU memory"),
+    ("balanced", "Balanced", "SDPA attention and VAE slicing"),
+    ("low", "Low", "Attention slicing, VAE slicing and tiling, text encoder offloaded to the CPU: slower, least memory"),
+]
+assert tuple(m[0] for m in MEMORY_ITEMS) == MEMORY_MODES, "the panel must offer every memory mode"
 
 PRESET_ITEMS = [(name, p.label, p.description) for name, p in presets.PRESETS.items() if name != "test"]
 
@@ -39,7 +47,12 @@ class PIVA_PG_settings(bpy.types.PropertyGroup):
 
     source_prompt: StringProperty(name="Source", description="What the object is now, e.g. 'a red cube'")
     target_prompt: StringProperty(name="Target", description="What it should become, e.g. 'a blue cube'")
+    negative_prompt: StringProperty(
+        name="Negative prompt",
+        description="What the edit should steer away from, e.g. 'blurry, low quality' (empty = none)",
+    )
     method: EnumProperty(name="Method", items=METHOD_ITEMS, default="piva")
+    memory: EnumProperty(name="GPU memory", items=MEMORY_ITEMS, default="balanced")
     lambda_identity: FloatProperty(
         name="Identity (lambda)",
         description="PIVA's regulariser weight: higher keeps more of the original (paper: 0.4 objects, 0.2 scenes)",

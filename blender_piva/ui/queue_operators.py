@@ -1,5 +1,6 @@
-"""Operators for prompt variants, batches, resuming them, and the cache. They orchestrate; the
-queue logic lives in scene/queue_runner.py and core/queue.py.
+"""Operators for prompt variants, batches, resuming them, the cache, and the pictures they leave
+(the variants' contact sheet, a job's report). They orchestrate; the queue logic lives in
+scene/queue_runner.py and core/queue.py, the pictures are drawn by the backend (backend/report/).
 
 Like ``piva.edit``, each run has two paths: ``execute`` blocks (the bpy module, scripts, tests),
 ``invoke`` in the UI runs the queue from a modal timer, one item after another, so Blender stays
@@ -8,17 +9,21 @@ usable; the panel shows every item's state from the queue file.
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import bpy
 from bpy.props import BoolProperty, StringProperty
 
 from .. import contract
+from ..contract.layout import REPORT_FILE, REPORT_IMAGE_FILE
 from ..core import cache
 from ..core import queue as batch_queue
 from ..core.request import EditFailed
 from ..core.terminal import print_event
 from ..scene.edit_job import job_root_of, settings_blocks
+from ..scene.queue_runner import CONTACT_SHEET_FILE
 from ..scene.queue_runner import QueueRunner, batch_objects, batch_queue as make_batch_queue, variants_queue
 from .status import ACTIVE, capture_with_progress, is_busy, redraw, request_from_panel, update_status
 
@@ -65,10 +70,15 @@ class _QueueOperator:
         def on_item(index: int, total: int, item: batch_queue.QueueItem) -> None:
             print(f"\n[item {index + 1}/{total}] {item.label}")
 
-        QueueRunner(queue, _backend(context)).run_sync(on_event=print_event, on_item=on_item)
-        return self._report_end(context, queue)
+        runner = QueueRunner(queue, _backend(context))
+        runner.run_sync(on_event=print_event, on_item=on_item)
+        return self._report_end(context, queue, runner)
 
-    def _report_end(self, context, queue: batch_queue.BatchQueue):
+    def _report_end(self, context, queue: batch_queue.BatchQueue, runner: QueueRunner | None = None):
+        if runner is not None and runner.contact_sheet is not None:
+            self.report({"INFO"}, f"PIVA: contact sheet {runner.contact_sheet} (Queue panel: Open Contact Sheet)")
+        elif runner is not None and runner.contact_sheet_problem is not None:
+            self.report({"WARNING"}, f"PIVA: {runner.contact_sheet_problem}")
         counts = queue.counts()
         text = f"PIVA: {counts['done']} done, {counts['failed']} failed, {counts['cancelled'] + counts['pending']} left"
         failed = [i for i in queue.items if i.status == "failed"]
@@ -153,11 +163,14 @@ class _QueueOperator:
 
     def _end(self, context, queue: batch_queue.BatchQueue):
         context.window_manager.event_timer_remove(self._timer)
+        runner = ACTIVE.runner
         ACTIVE.runner, ACTIVE.job, ACTIVE.cancel_requested = None, None, False
         status = context.window_manager.piva_status
         status.running, status.queue_item = False, ""
+        if runner is not None:
+            runner.finish(render_missing=False)  # the UI waits for it: never render here
         redraw(context)
-        return self._report_end(context, queue)
+        return self._report_end(context, queue, runner)
 
 
 class PIVA_OT_run_variants(_QueueOperator, bpy.types.Operator):
@@ -165,6 +178,7 @@ class PIVA_OT_run_variants(_QueueOperator, bpy.types.Operator):
 
     bl_idname = "piva.run_variants"
     bl_label = "Run Variants"
+    bl_options = {"REGISTER", "UNDO"}
 
     @classmethod
     def poll(cls, context):
@@ -199,6 +213,7 @@ class PIVA_OT_run_batch(_QueueOperator, bpy.types.Operator):
 
     bl_idname = "piva.run_batch"
     bl_label = "Run Batch"
+    bl_options = {"REGISTER", "UNDO"}
 
     @classmethod
     def poll(cls, context):
@@ -228,6 +243,7 @@ class PIVA_OT_resume_queue(_QueueOperator, bpy.types.Operator):
 
     bl_idname = "piva.resume_queue"
     bl_label = "Resume"
+    bl_options = {"REGISTER", "UNDO"}
 
     filepath: StringProperty(name="Queue", description="queue.json to resume; empty = the scene's latest", options={"SKIP_SAVE"})
     retry_failed: BoolProperty(name="Retry failed items", default=False, options={"SKIP_SAVE"})
@@ -322,6 +338,105 @@ class PIVA_OT_clear_cache(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def show_image(context, path: str | os.PathLike) -> "bpy.types.Image":
+    """Load the PNG ``path`` into ``bpy.data.images`` (reloaded from disk when it is already there)
+    and show it in an Image Editor: the window's first one, else the largest area of a new window
+    (``wm.window_new``) turned into one. In background mode (no window) it is only loaded."""
+    path = str(Path(path).resolve())
+    image = bpy.data.images.load(path, check_existing=True)
+    image.reload()  # a sheet or report drawn again since it was loaded
+    if bpy.app.background or context.window is None:
+        return image
+    areas = [a for a in context.window.screen.areas if a.type == "IMAGE_EDITOR"]
+    if not areas:
+        windows = set(context.window_manager.windows[:])
+        bpy.ops.wm.window_new()
+        new = [w for w in context.window_manager.windows if w not in windows]
+        screen = new[0].screen if new else context.window.screen
+        area = max(screen.areas, key=lambda a: a.width * a.height)
+        area.type = "IMAGE_EDITOR"
+        areas = [area]
+    areas[0].spaces.active.image = image
+    areas[0].tag_redraw()
+    return image
+
+
+def contact_sheet_of(context) -> Path | None:
+    """The contact sheet of this scene's latest queue (beside its queue.json); None without a queue."""
+    queue_file = context.scene.piva.queue_file
+    return Path(bpy.path.abspath(queue_file)).parent / CONTACT_SHEET_FILE if queue_file else None
+
+
+class PIVA_OT_open_contact_sheet(bpy.types.Operator):
+    """Show the latest variants' contact sheet (the source and every variant from the same cameras) in an Image Editor"""
+
+    bl_idname = "piva.open_contact_sheet"
+    bl_label = "Open Contact Sheet"
+
+    @classmethod
+    def poll(cls, context):
+        sheet = contact_sheet_of(context)
+        if sheet is None or not sheet.is_file():
+            cls.poll_message_set("No contact sheet yet: run prompt variants to the end first")
+            return False
+        return True
+
+    def execute(self, context):
+        path = contact_sheet_of(context)  # scripts showing another PNG call show_image()
+        if path is None or not path.is_file():
+            self.report({"ERROR"}, f"PIVA: no contact sheet at {path}: run the variants to the end first")
+            return {"CANCELLED"}
+        image = show_image(context, path)
+        self.report({"INFO"}, f"PIVA: contact sheet {path} ({image.size[0]}x{image.size[1]})")
+        return {"FINISHED"}
+
+
+def report_of(job_dir: str) -> Path | None:
+    """``JOB/results/report.html``; None without a job folder."""
+    return Path(bpy.path.abspath(job_dir)) / contract.RESULTS_DIR / REPORT_FILE if job_dir else None
+
+
+class PIVA_OT_open_report(bpy.types.Operator):
+    """Open the last job's report (loss curves, previews over time, before/after, metrics) in the web browser, or as a picture in an Image Editor"""
+
+    bl_idname = "piva.open_report"
+    bl_label = "Open Report"
+
+    job_dir: StringProperty(
+        name="Job folder", description="job whose report to open; empty = the last job", options={"SKIP_SAVE"}
+    )
+    in_blender: BoolProperty(
+        name="In Blender", description="show report.png in an Image Editor instead of report.html in the browser",
+        default=False, options={"SKIP_SAVE"},
+    )
+
+    @classmethod
+    def poll(cls, context):
+        report = report_of(context.window_manager.piva_status.job_dir)
+        if report is None or not report.is_file():
+            cls.poll_message_set("No report yet: the last job has not ended (or ran no stage)")
+            return False
+        return True
+
+    def execute(self, context):
+        report = report_of(self.job_dir or context.window_manager.piva_status.job_dir)
+        if report is None or not report.is_file():
+            self.report({"ERROR"}, f"PIVA: no report at {report}: run the job first")
+            return {"CANCELLED"}
+        picture = report.parent / REPORT_IMAGE_FILE
+        if self.in_blender or bpy.app.background:  # no browser in background mode: the picture
+            if not picture.is_file():
+                fix = f"rebuild it with: python -m backend report {report.parent.parent}"
+                self.report({"ERROR"}, f"PIVA: {picture} is missing; {fix}")
+                return {"CANCELLED"}
+            show_image(context, picture)
+            self.report({"INFO"}, f"PIVA: report {picture}")
+            return {"FINISHED"}
+        bpy.ops.wm.url_open(url=report.as_uri())
+        self.report({"INFO"}, f"PIVA: report {report}")
+        return {"FINISHED"}
+
+
 CLASSES = (
     PIVA_OT_run_variants,
     PIVA_OT_run_batch,
@@ -329,4 +444,6 @@ CLASSES = (
     PIVA_OT_variant_add,
     PIVA_OT_variant_remove,
     PIVA_OT_clear_cache,
+    PIVA_OT_open_contact_sheet,
+    PIVA_OT_open_report,
 )

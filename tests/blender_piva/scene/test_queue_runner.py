@@ -14,9 +14,10 @@ import pytest
 bpy = pytest.importorskip("bpy")
 
 from blender_piva import contract  # noqa: E402
-from blender_piva.core import cache  # noqa: E402
+from blender_piva.core import cache, png16  # noqa: E402
 from blender_piva.core import queue as batch_queue  # noqa: E402
 from blender_piva.core.backend_process import BackendConfig  # noqa: E402
+from blender_piva.scene.queue_runner import CONTACT_SHEET_FILE  # noqa: E402
 from blender_piva.scene.queue_runner import QueueRunner, batch_objects, batch_queue as make_batch, variants_queue  # noqa: E402
 from blender_piva.core.request import EditFailed, EditRequest  # noqa: E402
 from blender_piva.scene.edit_job import EditJob  # noqa: E402
@@ -98,6 +99,8 @@ def test_three_variants_share_one_capture_and_one_fit(fresh_bpy, tmp_path, tiny_
     assert {k: v for k, v in fingerprint()["objects"].items() if k == "Cube"} == before
     log = batch_queue.read_log(queue.log_path)
     assert [e["event"] for e in log] == ["started", "done"] * 3
+    # The contact sheet: the source and the three variants from the test preset's 2 held-out cameras.
+    assert png16.read_png(queue.folder / CONTACT_SHEET_FILE).shape[:2] == (4 * 128, 220 + 2 * 128)
 
 
 def test_batch_reports_the_invalid_object_and_moves_on(fresh_bpy, job_root, tiny_model):
