@@ -2,6 +2,9 @@
 
     python -m backend run JOB.json        run a job written by the extension (events -> events.jsonl);
                                           --run-started TIME: cancel requests older than TIME are stale
+    python -m backend serve --inbox DIR  a long-lived worker: runs the jobs submitted to DIR one after
+                                          another with one loaded model (backend/serve/,
+                                          contract.worker_inbox); --idle-timeout SECONDS
     python -m backend check [--model M]   report torch, CUDA, diffusers, peft, nerfacc, tinycudann
     python -m backend edit2d IN OUT ...   edit an image file with any method (the 2D path)
     python -m backend judge RESULT SOURCE --color C --shape S
@@ -43,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
         help="when the launcher started this run (seconds since the epoch): cancel requests older than it "
         "are stale and removed (default: when this process started)",
     )
+    serve = sub.add_parser("serve", help="a worker that runs job after job from an inbox folder")
+    serve.add_argument("--inbox", type=Path, required=True, help="the folder jobs are submitted to (NAME.json)")
+    serve.add_argument(
+        "--idle-timeout", type=float, default=0.0, metavar="SECONDS", help="stop after this long without a job (default: never)"
+    )
+    serve.add_argument("--poll", type=float, default=0.2, metavar="SECONDS", help="how often to look at the inbox (default: 0.2)")
+    serve.add_argument("--echo", action="store_true", help="also print every event to stdout")
     check = sub.add_parser("check", help="report the backend's environment as JSON")
     check.add_argument("--model", default="", help="also try to load this model id, folder or 'toy'")
     check.add_argument("--controlnet", default="", help="with --model: this depth ControlNet (default: the model's own)")
@@ -66,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         from .runner import run_job
 
         return run_job(args.job, echo=args.echo, started=args.run_started if args.run_started is not None else started)
+    if args.command == "serve":
+        from .serve.worker import Worker, WorkerSettings
+
+        return Worker(WorkerSettings(args.inbox, idle_timeout=args.idle_timeout, poll_s=args.poll, echo=args.echo)).serve()
     if args.command == "check":
         from .check import main_check
 

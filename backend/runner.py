@@ -30,7 +30,7 @@ from .progress import JobCancelled
 from .report.build import report_after_run
 from .resources import resource_error
 from .stages import edit, export, folders, reconstruct
-from .stages.context import JobContext, StageError, cancel_requested, stop_on_sigterm
+from .stages.context import JobContext, ModelProvider, StageError, cancel_requested, stop_on_sigterm
 
 
 @dataclass
@@ -141,11 +141,20 @@ def resolve_device(name: str):
     raise StageError(f"unknown device {name!r}", f"one of {', '.join(contract.DEVICES)}")
 
 
-def run_job(job_path: Path, echo: bool = False, started: float | None = None) -> int:
+def run_job(
+    job_path: Path,
+    echo: bool = False,
+    started: float | None = None,
+    *,
+    models: ModelProvider | None = None,
+    sigterm_cancels: bool = True,
+) -> int:
     """Run the job in ``job_path``; return the process exit code (contract.EXIT_*).
 
     ``started`` is when the run began (seconds since the epoch; the launcher's clock, default
-    now): cancel requests written before it belong to an earlier run and are removed."""
+    now): cancel requests written before it belong to an earlier run and are removed. The
+    long-lived worker (``backend/serve/``) runs every job through here too, with its model cache as
+    ``models`` and ``sigterm_cancels=False`` (there SIGTERM stops the worker after the job)."""
     started = time.time() if started is None else started
     job_path = Path(job_path).resolve()
     events_path = job_path.parent / contract.EVENTS_FILE
@@ -163,10 +172,11 @@ def run_job(job_path: Path, echo: bool = False, started: float | None = None) ->
             hint="keep job.json inside the job's output_dir",
         )
         return contract.EXIT_BAD_JOB
-    stop_on_sigterm()
+    if sigterm_cancels:
+        stop_on_sigterm()
     state = RunState()
     try:
-        return _run_stages(spec, events, started, state)
+        return _run_stages(spec, events, started, state, models)
     except JobCancelled as exc:
         _report_early_end(spec, events, state, "cancelled", str(exc))
         _emit_last(events, "cancelled", stage=exc.stage, step=exc.step, message=str(exc))
@@ -227,7 +237,13 @@ def prepare_job_folder(spec: contract.JobSpec, events: contract.EventWriter, sta
     return contract.set_state(spec.job_dir, owner, "working") if owner.done else owner
 
 
-def _run_stages(spec: contract.JobSpec, events: contract.EventWriter, started: float, state: RunState) -> int:
+def _run_stages(
+    spec: contract.JobSpec,
+    events: contract.EventWriter,
+    started: float,
+    state: RunState,
+    models: ModelProvider | None = None,
+) -> int:
     import torch
 
     from . import __version__
@@ -247,7 +263,7 @@ def _run_stages(spec: contract.JobSpec, events: contract.EventWriter, started: f
             f"{summary.resolution[0]}x{summary.resolution[1]}"
         ),
     )
-    context = JobContext(spec=spec, events=events, device=device, started=started)
+    context = JobContext(spec=spec, events=events, device=device, started=started, models=models)
     metrics: dict[str, float] = {}
     files: dict[str, str] = {}
     for stage in spec.stages:

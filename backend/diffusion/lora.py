@@ -226,6 +226,7 @@ class LoraPair:
                 net._hf_peft_config_loaded = False
         self._layers = []
         self.params = {SOURCE: [], TARGET: []}
+        net.eval()  # peft leaves its emptied containers in training mode; the frozen model is eval
 
 
 def _is_diffusers_model(net: torch.nn.Module) -> bool:

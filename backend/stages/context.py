@@ -14,6 +14,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Protocol
 
 from blender_piva import contract
 
@@ -55,6 +56,30 @@ def cancel_requested(job_dir: Path, since: float = 0.0) -> bool:
     return _SIGTERM_RECEIVED[0] or contract.cancel_requested(job_dir, since=since)
 
 
+@dataclass(frozen=True)
+class ModelKey:
+    """What makes a loaded diffusion model reusable by another job: equal keys, same model."""
+
+    model: str
+    """Model folder or hub id (``toy`` already resolved to its folder)."""
+    controlnet: str
+    """Depth ControlNet folder or hub id ('' = none)."""
+    device: str
+    """``str(torch.device)``, e.g. ``cpu``, ``cuda``."""
+    dtype: str
+    """``str(torch.dtype)``, e.g. ``torch.float32``."""
+    memory: str
+    """Memory mode (``contract.MEMORY_MODES``), applied once at load."""
+
+
+class ModelProvider(Protocol):
+    """Hands the edit stage its diffusion model; the long-lived worker keeps one
+    (``backend/serve/model_cache.py``). ``load`` loads it (and applies the memory mode), returning
+    ``(model, applied)``: ``applied`` is what the memory mode did, for the log."""
+
+    def get(self, key: ModelKey, load: Callable[[], tuple[Any, list[str]]], events: contract.EventWriter) -> tuple[Any, list[str]]: ...
+
+
 @dataclass
 class JobContext:
     """What a stage needs: the spec, the event writer, the device, and how to report."""
@@ -64,6 +89,8 @@ class JobContext:
     device: object  # torch.device; typed loosely so importing this module needs no torch
     started: float = 0.0
     """When the run started (seconds since the epoch): older cancel requests are not for it."""
+    models: ModelProvider | None = None
+    """Where the edit stage gets its diffusion model; None: it loads its own (one job per process)."""
 
     def reporter(self, stage: str) -> StageReporter:
         job_dir = self.spec.job_dir

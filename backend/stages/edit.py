@@ -13,7 +13,7 @@ from blender_piva import contract
 
 from ..diffusion.hub import DEFAULT_CONTROLNETS
 from . import folders
-from .context import JobContext, StageError
+from .context import JobContext, ModelKey, StageError
 
 if TYPE_CHECKING:
     import torch
@@ -106,17 +106,25 @@ def run(ctx: JobContext) -> dict:
     except (MethodConfigError, ValueError) as exc:
         raise StageError(str(exc), "fix edit.method_params in the job") from None
     _log_estimate(ctx)
-    try:
-        model_name = resolve_model(spec.model.model)
-        model = DiffusionModel.load(
-            model_name,
-            controlnet=resolve_controlnet(model_name, spec.model.controlnet),
-            device=device,
-            dtype=model_dtype(spec.model.precision, device),
-        )
-    except ModelLoadError as exc:
-        raise StageError(str(exc), "check the model id or folder in the preferences") from None
-    applied = apply_memory_mode(model, spec.model.memory)
+    model_name = resolve_model(spec.model.model)
+    key = ModelKey(
+        model=model_name,
+        controlnet=resolve_controlnet(model_name, spec.model.controlnet),
+        device=str(device),
+        dtype=str(model_dtype(spec.model.precision, device)),
+        memory=spec.model.memory,
+    )
+
+    def load() -> tuple[DiffusionModel, list[str]]:
+        try:
+            loaded = DiffusionModel.load(
+                key.model, controlnet=key.controlnet, device=device, dtype=model_dtype(spec.model.precision, device)
+            )
+        except ModelLoadError as exc:
+            raise StageError(str(exc), "check the model id or folder in the preferences") from None
+        return loaded, apply_memory_mode(loaded, key.memory)
+
+    model, applied = load() if ctx.models is None else ctx.models.get(key, load, ctx.events)
     ctx.events.emit("log", stage="edit", message=f"memory mode {spec.model.memory}: {'; '.join(applied)}")
     method = method_class(spec.edit.method)(config, model)
     try:

@@ -184,15 +184,18 @@ def test_piva_step0_is_eq9_with_adapters_equal_to_the_base_model():
     """The paper's shortcut (x_t in both DDS branches)."""
     model = LinearPredictor()
     inputs = make_inputs()
-    method = PIVA(PIVAConfig(**fixed_t(train_adapters=False, use_source_latent=False)), model)
+    method = PIVA(PIVAConfig(**fixed_t(train_adapters=False, use_source_latent=False, weighting="sigma2")), model)
     result = method.step(inputs)
     (eps,) = draws(1)
     ac = model.alphas_cumprod
     x_t = noised(inputs.x.detach(), eps, T_FIXED, ac)
     dds = 7.5 * (e(x_t, TGT) - e(x_t, SRC))  # CFG_tgt - CFG_src at one x_t: the uncond cancels
     reg = e(x_t, SRC) - e(x_t, TGT)  # psi = phi = base model at step 0 (LoRA B = 0)
-    expected = (1 - ac[T_FIXED]) * (dds + 0.4 * reg)
+    expected = (1 - ac[T_FIXED]) * (dds + 0.4 * reg)  # w(t) = sigma_t^2, the paper's
     torch.testing.assert_close(result.grad, expected)
+    # the product's default w(t) = 1: the same bracket, unweighted
+    default = PIVA(PIVAConfig(**fixed_t(train_adapters=False, use_source_latent=False)), model).step(make_inputs())
+    torch.testing.assert_close(default.grad, dds + 0.4 * reg)
     # the regulariser is the base model's prompt delta at step 0, not zero (see piva.py)
     assert result.losses["reg_norm"] == pytest.approx(float(reg.norm()), rel=1e-5)
 
