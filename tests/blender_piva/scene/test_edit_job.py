@@ -280,3 +280,20 @@ def test_full_disk_during_the_capture_names_the_folder_and_keeps_nothing(scene, 
     assert "the capture (8 views at 32 px) needs about" in message and "--jobs" in message
     assert not leftovers and not captured
     assert fingerprint() == before, diff(before, fingerprint())
+
+
+def test_a_hub_model_is_refused_before_the_capture_while_offline(scene, tmp_path):
+    """Queues and the CLI go through prepare(): with online access off a hub id stops there, with
+    nothing written and the scene unchanged; a local model still passes."""
+    import dataclasses
+
+    before = fingerprint()
+    req = request(tmp_path)
+    req.model = dataclasses.replace(req.model, model="stabilityai/stable-diffusion-2-1-base")
+    offline = dataclasses.replace(BACKEND, online_access=False)
+    with pytest.raises(EditFailed, match="online access is off"):
+        EditJob(req, offline).prepare()
+    assert not (tmp_path / "jobs").exists() or not any((tmp_path / "jobs").rglob("job.json"))
+    assert fingerprint() == before, diff(before, fingerprint())
+    spec = EditJob(request(tmp_path), offline).prepare()  # the shipped toy model needs no network
+    assert (spec.job_dir / "job.json").is_file()

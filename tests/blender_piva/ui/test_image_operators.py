@@ -10,18 +10,10 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-import blender_piva  # noqa: E402
 from blender_piva import contract  # noqa: E402
 from blender_piva.contract.layout import REPORT_FILE, REPORT_IMAGE_FILE  # noqa: E402
 from blender_piva.core import png16  # noqa: E402
 from blender_piva.scene.queue_runner import CONTACT_SHEET_FILE  # noqa: E402
-
-
-@pytest.fixture
-def registered(fresh_bpy):
-    blender_piva.register()
-    yield bpy
-    blender_piva.unregister()
 
 
 def _png(path: Path, width: int, height: int) -> Path:

@@ -6,14 +6,6 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 
-import blender_piva  # noqa: E402
-
-
-@pytest.fixture
-def registered(fresh_bpy):
-    blender_piva.register()
-    yield fresh_bpy
-    blender_piva.unregister()
 
 
 def test_panel_settings_flow_into_the_request(registered):

@@ -9,13 +9,6 @@ bpy = pytest.importorskip("bpy")
 import blender_piva  # noqa: E402
 
 
-@pytest.fixture
-def registered(fresh_bpy):
-    blender_piva.register()
-    yield fresh_bpy
-    blender_piva.unregister()
-
-
 def test_register_unregister_twice(fresh_bpy):
     for _ in range(2):
         blender_piva.register()
