@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 REQUIREMENTS = ROOT / "requirements.txt"
+RAY_REQUIREMENTS = ROOT / "requirements-ray.txt"
+"""The backend's optional Ray extra: installed into .venv too, so the tests cover the Ray executor."""
 STAMP = VENV / ".piva-requirements.sha256"
 MANIFEST = ROOT / "blender_manifest.toml"
 EXTENSION_DIR = ROOT / "blender_piva"
@@ -54,7 +56,9 @@ def find_base_python() -> str:
 
 
 def requirements_digest() -> str:
-    return hashlib.sha256(REQUIREMENTS.read_bytes() + repr(PYTHON_VERSION).encode()).hexdigest()
+    return hashlib.sha256(
+        REQUIREMENTS.read_bytes() + RAY_REQUIREMENTS.read_bytes() + repr(PYTHON_VERSION).encode()
+    ).hexdigest()
 
 
 def setup() -> Path:
@@ -67,7 +71,10 @@ def setup() -> Path:
         print(f"[setup] creating {VENV}", flush=True)
         run([find_base_python(), "-m", "venv", str(VENV)])
     print("[setup] installing pinned requirements (first time: about a minute)", flush=True)
-    run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(REQUIREMENTS)])
+    run([
+        str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+        "-r", str(REQUIREMENTS), "-r", str(RAY_REQUIREMENTS),
+    ])
     STAMP.write_text(digest + "\n")
     return python
 

@@ -5,6 +5,8 @@
     python -m backend serve --inbox DIR  a long-lived worker: runs the jobs submitted to DIR one after
                                           another with one loaded model (backend/serve/,
                                           contract.worker_inbox); --idle-timeout SECONDS
+    python -m backend dispatch JOB.json... [--executor workers|ray] [--address ADDR] [--actors N]
+                                          run job folders on one worker per GPU, or on a Ray cluster
     python -m backend check [--model M]   report torch, CUDA, diffusers, peft, nerfacc, tinycudann
     python -m backend edit2d IN OUT ...   edit an image file with any method (the 2D path)
     python -m backend judge RESULT SOURCE --color C --shape S
@@ -53,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--poll", type=float, default=0.2, metavar="SECONDS", help="how often to look at the inbox (default: 0.2)")
     serve.add_argument("--echo", action="store_true", help="also print every event to stdout")
+    dispatch = sub.add_parser("dispatch", help="run job folders on several local workers or a Ray cluster")
+    dispatch.add_argument("jobs", type=Path, nargs="+", help="job.json files (each inside its job folder)")
+    dispatch.add_argument("--executor", choices=("workers", "ray"), default="workers",
+                          help="workers: one worker per visible GPU on this machine; ray: one actor per GPU of a Ray cluster")
+    dispatch.add_argument("--address", default="", help="with --executor ray: the cluster (e.g. HEAD:6379; default: a local one)")
+    dispatch.add_argument("--actors", type=int, default=0, help="workers or actors to run (default: one per GPU; 1 worker / 2 actors without GPUs)")
     check = sub.add_parser("check", help="report the backend's environment as JSON")
     check.add_argument("--model", default="", help="also try to load this model id, folder or 'toy'")
     check.add_argument("--controlnet", default="", help="with --model: this depth ControlNet (default: the model's own)")
@@ -80,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         from .serve.worker import Worker, WorkerSettings
 
         return Worker(WorkerSettings(args.inbox, idle_timeout=args.idle_timeout, poll_s=args.poll, echo=args.echo)).serve()
+    if args.command == "dispatch":
+        from .serve.dispatch import main as main_dispatch
+
+        return main_dispatch(args)
     if args.command == "check":
         from .check import main_check
 

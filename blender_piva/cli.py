@@ -150,6 +150,15 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--save", type=Path, default=None, help="save the scene with the results to this .blend")
     resume.add_argument("--python", default="", help="backend Python (default: this one)")
 
+    for p in (variants, batch, resume):
+        p.add_argument(
+            "--executor", default="worker", choices=("worker", "process", "workers", "ray"),
+            help="where the items run: worker (default) one long-lived worker, the model loaded once; process: a "
+            "backend process per item; workers: one worker per GPU of this machine; ray: one actor per GPU of a Ray "
+            "cluster (every item is captured first, then all run at once)",
+        )
+        p.add_argument("--address", default="", help="with --executor ray: the cluster, HEAD:6379 (default: a local one)")
+
     demo = sub.add_parser("demo", help="build a scene with a red cube and edit it to a blue one")
     demo.add_argument("--out", type=Path, default=Path("out/demo"), help="where the .blend and renders go")
     demo.add_argument("--source", default="a red cube")
@@ -360,10 +369,13 @@ def run_queue(queue, args: argparse.Namespace) -> int:
 
     try:
         with quiet.log_blender_output(capture_log):
-            runner = QueueRunner(queue, backend_config(args))
+            runner = QueueRunner(queue, backend_config(args), executor=args.executor, address=args.address)
             runner.run_sync(on_event=progress.on_event, on_item=on_item, on_interrupt=_say, on_capture=progress.on_capture)
     finally:
         progress.close()
+        from .core.worker_client import release_all
+
+        release_all()  # the queue's worker ends with it (the model's memory back)
     print("\nPIVA: results")
     for item in queue.items:
         cached = "cached capture+fit" if all(item.cache_hit.values()) and item.cache_hit else ""

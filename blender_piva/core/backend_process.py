@@ -40,6 +40,12 @@ class BackendConfig:
     """Folder that contains the ``backend`` package (put on PYTHONPATH); empty = installed in ``python``."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment variables for the backend process."""
+    use_worker: bool = False
+    """Run jobs on one long-lived worker (``python -m backend serve``, ``core/worker_client.py``)
+    that keeps the model loaded between jobs, instead of a new backend process per job. The
+    extension's preferences turn it on; scripts and the single-edit command default to a process."""
+    worker_idle_timeout_s: float = 600.0
+    """The worker stops after this long without a job (seconds), freeing its memory."""
     online_access: bool = True
     """Whether the backend may use the network (Blender's ``bpy.app.online_access``): when False,
     a job whose model or ControlNet is a hub id is refused before the backend starts, and the
@@ -229,6 +235,11 @@ class BackendProcess:
             raise BackendError(refusal)
 
     @property
+    def launched(self) -> bool:
+        """Whether :meth:`start` ran."""
+        return self.process is not None
+
+    @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
@@ -342,13 +353,13 @@ class BackendProcess:
         SIGTERM (also a cancel, noticed at once), a third kills it (the steps since its last
         checkpoint are lost). Each time ``on_interrupt`` gets a line for the user.
         """
-        if self.process is None:
+        if not self.launched:
             raise BackendError("the backend was not started")
         cancel_sent = False
         interrupts = 0
         while True:
             try:
-                exited = self.process.poll() is not None  # read before the events: none can follow exit
+                exited = not self.running  # read before the events: none can follow exit
                 for event in self.poll():
                     if on_event is not None:
                         on_event(event)

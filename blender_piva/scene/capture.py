@@ -145,40 +145,97 @@ def capture_object(
     :class:`CaptureCancelled` when ``should_cancel()`` returns True (checked before every view).
     ``out_dir`` is replaced only when the capture is complete, and only when it is empty or an
     earlier capture (its owner marker says so); a folder holding other files is a CaptureError.
+    The blocking form of :class:`CaptureSession` (scripts, the headless command, the tests).
     """
+    session = CaptureSession(obj, settings, out_dir)
+    session.begin()
     try:
-        settings.validate()
-    except ContractError as exc:
-        raise CaptureError(f"Invalid capture settings: {exc}") from None
-    check_capturable(obj, out_dir)
-    out_dir = Path(out_dir).absolute()
-    remove_dead_partials(out_dir)
-    _check_replaceable(out_dir)
-    inputs = capture_inputs(obj, settings)
-    views = camera_rig.all_views(settings)
-    partial = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        partial.mkdir()  # (not mkdtemp: its 0700 mode would end up on out_dir)
-    except OSError as exc:
-        raise CaptureError(f"Cannot write the capture next to {out_dir}: {exc.strerror or exc}. Choose another folder.")
-    images_before = set(bpy.data.images)
-    rig = _Rig()
-    try:
-        (partial / "images").mkdir()
-        (partial / "depth").mkdir()
-        with quiet.blender_output():  # Cycles probes the GPUs on first use ("CUEW initialization failed")
-            world_to_normalized, object_matrix_world = rig.build(obj, settings)
-        exr_path = partial / "render.exr"
-        rig.scene.render.filepath = str(exr_path)
-        scale = capture_format.depth_unit_scale(settings)
-        for done, view in enumerate(views):
+        while not session.all_rendered:
             if should_cancel is not None and should_cancel():
-                raise CaptureCancelled(f"capture cancelled after {done} of {len(views)} views")
-            rig.aim(view)
+                raise CaptureCancelled(f"capture cancelled after {session.done} of {session.total} views")
+            session.render_next()
+            if progress is not None:
+                progress(session.done, session.total)
+        return session.complete()
+    except BaseException:
+        session.abort()
+        raise
+
+
+class CaptureSession:
+    """One capture, a view at a time: :meth:`begin`, :meth:`render_next` until
+    :attr:`all_rendered`, then :meth:`complete`; :meth:`abort` at any point removes everything it
+    made (the temporary scene and the partial folder), so the user's scene is as before.
+
+    The panel's modal operator renders one view per timer tick, so Blender stays responsive
+    (a tick blocks the UI for one view's render: :attr:`longest_block_ms`); :func:`capture_object`
+    runs the same steps in a loop. Any error aborts the session before it is raised."""
+
+    def __init__(self, obj: "bpy.types.Object", settings: CaptureSettings, out_dir: str | os.PathLike) -> None:
+        try:
+            settings.validate()
+        except ContractError as exc:
+            raise CaptureError(f"Invalid capture settings: {exc}") from None
+        check_capturable(obj, out_dir)
+        self.obj, self.settings = obj, settings
+        self.out_dir = Path(out_dir).absolute()
+        remove_dead_partials(self.out_dir)
+        _check_replaceable(self.out_dir)
+        self.inputs = capture_inputs(obj, settings)
+        self.views = camera_rig.all_views(settings)
+        self.done = 0
+        """Views rendered so far."""
+        self.longest_block_ms = 0.0
+        """The longest single step (begin, one view, complete) so far, in milliseconds."""
+        self.partial: Path | None = None
+        self._rig: _Rig | None = None
+        self._images_before: set = set()
+        self._frames: tuple[np.ndarray, np.ndarray] | None = None
+        self._scale = capture_format.depth_unit_scale(settings)
+
+    @property
+    def total(self) -> int:
+        return len(self.views)
+
+    @property
+    def all_rendered(self) -> bool:
+        return self.done >= len(self.views)
+
+    def _timed(self, started: float) -> None:
+        self.longest_block_ms = max(self.longest_block_ms, (time.perf_counter() - started) * 1e3)
+
+    def begin(self) -> None:
+        """Create the partial folder and the temporary scene."""
+        started = time.perf_counter()
+        self.partial = self.out_dir.parent / f".{self.out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            self.partial.mkdir()  # (not mkdtemp: its 0700 mode would end up on out_dir)
+        except OSError as exc:
+            self.partial = None
+            raise CaptureError(f"Cannot write the capture next to {self.out_dir}: {exc.strerror or exc}. Choose another folder.")
+        self._images_before = set(bpy.data.images)
+        self._rig = _Rig()
+        with self._aborting():
+            (self.partial / "images").mkdir()
+            (self.partial / "depth").mkdir()
+            with quiet.blender_output():  # Cycles probes the GPUs on first use ("CUEW initialization failed")
+                self._frames = self._rig.build(self.obj, self.settings)
+            self._rig.scene.render.filepath = str(self.partial / "render.exr")
+        self._timed(started)
+
+    def render_next(self) -> None:
+        """Render the next view into the partial folder."""
+        if self._rig is None or self.partial is None:
+            raise RuntimeError("begin() the capture first")
+        started = time.perf_counter()
+        view = self.views[self.done]
+        exr_path = self.partial / "render.exr"
+        with self._aborting():
+            self._rig.aim(view)
             with quiet.blender_output():  # Cycles' "Saved: ..." per view goes to the log the caller chose
-                result = bpy.ops.render.render(write_still=True, scene=rig.scene.name)
-            if not exr_path.is_file() and (disk.free_bytes(partial) or 0) < disk.capture_bytes(settings):
-                raise _disk_full(out_dir, settings)  # Cycles says nothing when it cannot write the view
+                result = bpy.ops.render.render(write_still=True, scene=self._rig.scene.name)
+            if not exr_path.is_file() and (disk.free_bytes(self.partial) or 0) < disk.capture_bytes(self.settings):
+                raise _disk_full(self.out_dir, self.settings)  # Cycles says nothing when it cannot write the view
             if "FINISHED" not in result or not exr_path.is_file():
                 raise CaptureError(
                     f"Cycles did not render view {view.name} (render returned {sorted(result)}). If another render "
@@ -187,36 +244,70 @@ def capture_object(
             try:
                 channels = read_exr(exr_path)
             except ExrError as exc:
-                if (disk.free_bytes(partial) or 0) < disk.capture_bytes(settings):
-                    raise _disk_full(out_dir, settings) from None  # Cycles wrote what fitted, and said so on stderr
-                raise CaptureError(
-                    f"Cycles wrote an unreadable render of view {view.name} ({exc}); capture again."
-                ) from None
+                if (disk.free_bytes(self.partial) or 0) < disk.capture_bytes(self.settings):
+                    raise _disk_full(self.out_dir, self.settings) from None  # Cycles wrote what fitted
+                raise CaptureError(f"Cycles wrote an unreadable render of view {view.name} ({exc}); capture again.") from None
             exr_path.unlink()
-            _write_view(partial, view, channels, scale)
-            if progress is not None:
-                progress(done + 1, len(views))
-        document = capture_format.transforms_document(
-            settings, views, world_to_normalized, object_matrix_world, obj.name, light_rig=light_rig()
-        )
-        (partial / TRANSFORMS_FILE).write_text(json.dumps(document, indent=1, allow_nan=False) + "\n", encoding="utf-8")
-        ownership.write_owner(
-            partial,
-            ownership.FolderOwner(
-                kind="capture", fingerprint=ownership.fingerprint_of(inputs), inputs=ownership.plain(inputs), state="done"
-            ),
-        )
-        _replace_dir(partial, out_dir)
-    except BaseException as exc:
-        shutil.rmtree(partial, ignore_errors=True)
-        if isinstance(exc, OSError) and disk.is_disk_full(exc):
-            raise _disk_full(out_dir, settings) from None
-        raise
-    finally:
-        rig.remove()
-        for image in set(bpy.data.images) - images_before:  # the "Render Result" the renders created
-            bpy.data.images.remove(image)
-    return out_dir / TRANSFORMS_FILE
+            _write_view(self.partial, view, channels, self._scale)
+        self.done += 1
+        self._timed(started)
+
+    def complete(self) -> Path:
+        """Write transforms.json and the owner marker, replace ``out_dir``; returns transforms.json."""
+        if not self.all_rendered or self.partial is None or self._frames is None:
+            raise RuntimeError(f"{self.done} of {self.total} views rendered: render them all first")
+        started = time.perf_counter()
+        with self._aborting():
+            world_to_normalized, object_matrix_world = self._frames
+            document = capture_format.transforms_document(
+                self.settings, self.views, world_to_normalized, object_matrix_world, self.obj.name, light_rig=light_rig()
+            )
+            (self.partial / TRANSFORMS_FILE).write_text(json.dumps(document, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+            ownership.write_owner(
+                self.partial,
+                ownership.FolderOwner(
+                    kind="capture", fingerprint=ownership.fingerprint_of(self.inputs),
+                    inputs=ownership.plain(self.inputs), state="done",
+                ),
+            )
+            _replace_dir(self.partial, self.out_dir)
+        self.partial = None
+        self._cleanup()
+        self._timed(started)
+        return self.out_dir / TRANSFORMS_FILE
+
+    def abort(self) -> None:
+        """Remove the partial folder and every temporary datablock (idempotent)."""
+        if self.partial is not None:
+            shutil.rmtree(self.partial, ignore_errors=True)
+            self.partial = None
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._rig is not None:
+            self._rig.remove()
+            self._rig = None
+            for image in set(bpy.data.images) - self._images_before:  # the "Render Result" the renders created
+                bpy.data.images.remove(image)
+
+    class _Aborting:
+        def __init__(self, session: "CaptureSession") -> None:
+            self.session = session
+
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, kind, exc, tb) -> bool:
+            if exc is None:
+                return False
+            self.session.abort()
+            if isinstance(exc, OSError) and disk.is_disk_full(exc):
+                raise _disk_full(self.session.out_dir, self.session.settings) from None
+            return False
+
+    def _aborting(self) -> "CaptureSession._Aborting":
+        """Any error inside aborts the session (a full disk becomes its CaptureError)."""
+        return CaptureSession._Aborting(self)
 
 
 def capture_inputs(obj: "bpy.types.Object", settings: CaptureSettings) -> dict:

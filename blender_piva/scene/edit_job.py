@@ -5,7 +5,8 @@ Operators (UI, modal) and the headless command (blocking) drive the same :class:
     job = EditJob(request, backend_config)
     job.prepare()            # validates everything, writes job.json; nothing in the scene changes
     job.capture()            # renders in a temporary scene (skipped when the capture exists)
-    job.start_backend()      # the subprocess; poll job.process or call job.wait_backend()
+    job.start_backend()      # a subprocess, or the session's worker (BackendConfig.use_worker);
+                             # poll job.process or call job.wait_backend()
     job.finish()             # imports the result next to the source
 
 A job folder can be run again: the capture is reused and every backend stage resumes from its
@@ -20,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import bpy
 
@@ -29,6 +30,9 @@ from ..contract import disk
 from ..core import cache, presets
 from ..core.backend_process import BackendConfig, BackendOutcome, BackendProcess
 from ..core.request import EditFailed, EditRequest, new_job_id
+
+if TYPE_CHECKING:
+    from .capture import CaptureSession
 
 
 def default_job_root() -> Path:
@@ -225,13 +229,55 @@ class EditJob:
         except CaptureError as exc:
             raise EditFailed(str(exc)) from None
 
+    def begin_capture(self) -> "CaptureSession | None":
+        """The capture as a :class:`~.capture.CaptureSession` already begun, to render a view at a
+        time (the panel's modal operator: Blender stays responsive); None when the existing capture
+        is reused. Drive it with :meth:`capture_step`; ``session.abort()`` cancels it."""
+        from .capture import CaptureError, CaptureSession, reusable_capture
+
+        spec = self._spec()
+        source = self.source_object()
+        try:
+            if reusable_capture(source, spec.capture, spec.capture_path):
+                return None
+            session = CaptureSession(source, spec.capture, spec.capture_path)
+            session.begin()
+        except contract.FolderNotOurs as exc:
+            raise EditFailed(str(exc), exc.hint) from None
+        except CaptureError as exc:
+            raise EditFailed(str(exc)) from None
+        return session
+
+    @staticmethod
+    def capture_step(session: "CaptureSession") -> bool:
+        """Render the session's next view (or, after the last, complete it); True once complete.
+        Errors abort the session and become EditFailed."""
+        from .capture import CaptureError
+
+        try:
+            if not session.all_rendered:
+                session.render_next()
+                return False
+            session.complete()
+            return True
+        except CaptureError as exc:
+            raise EditFailed(str(exc)) from None
+        except BaseException:
+            session.abort()
+            raise
+
     # -- 3. backend -------------------------------------------------------------------------
     def start_backend(self) -> BackendProcess:
         from ..core.backend_process import BackendError
 
         spec = self._spec()
-        self.process = BackendProcess(self.backend, spec.job_dir)
         try:
+            if self.backend.use_worker:  # the session's long-lived worker: the model stays loaded
+                from ..core.worker_client import shared_worker
+
+                self.process = shared_worker(self.backend, job_root_of(self.request)).submit(spec.job_dir)
+            else:
+                self.process = BackendProcess(self.backend, spec.job_dir)
             self.process.start()
         except BackendError as exc:
             raise EditFailed(str(exc)) from None

@@ -157,11 +157,32 @@ def write_contact_sheet(
     return out
 
 
-class QueueRunner:
-    """Runs a queue's items one after another with EditJob."""
+EXECUTORS = ("worker", "process", "workers", "ray")
+"""Where a queue's items run: ``worker`` (the default) one long-lived worker, item after item, with
+the model loaded once; ``process`` a new backend process per item; ``workers`` one worker per
+visible GPU of this machine; ``ray`` one actor per GPU of a Ray cluster (``address``). The last two
+capture every item first (Blender renders one view at a time), then run them all at once through
+``python -m backend dispatch`` and import each result."""
 
-    def __init__(self, queue: BatchQueue, backend: BackendConfig, job_root: str = "") -> None:
+DISPATCH_LOG = "dispatch.log"
+"""The output of ``python -m backend dispatch``, in the queue's folder."""
+
+
+class QueueRunner:
+    """Runs a queue's items with EditJob on one of :data:`EXECUTORS`."""
+
+    def __init__(
+        self, queue: BatchQueue, backend: BackendConfig, job_root: str = "", *, executor: str = "worker",
+        address: str = "",
+    ) -> None:
+        if executor not in EXECUTORS:
+            raise EditFailed(f"unknown executor {executor!r}", f"one of {', '.join(EXECUTORS)}")
         self.queue = queue
+        self.executor = executor
+        self.address = address
+        """The Ray cluster (``HOST:PORT``) for the ``ray`` executor; empty = a local one."""
+        if executor in ("worker", "process"):
+            backend = dataclasses.replace(backend, use_worker=executor == "worker")
         self.backend = backend
         self.job_root = job_root or str(queue.folder.parent.parent)  # JOB_ROOT/batches/BATCH_ID
         self.current: QueueItem | None = None
@@ -246,6 +267,8 @@ class QueueRunner:
     ) -> BatchQueue:
         """Run every pending item; stop at the first cancel (Ctrl+C included: see
         BackendProcess.wait); then :meth:`finish`. Returns the queue (see item states)."""
+        if self.executor in ("workers", "ray"):
+            return self._run_dispatched(on_event, should_cancel, on_item, on_interrupt, on_capture)
         total = len(self.queue.items)
         while (item := self.queue.next_pending()) is not None:
             if on_item is not None:
@@ -268,3 +291,117 @@ class QueueRunner:
             self.succeed(item, result)
         self.finish()
         return self.queue
+
+    # -- several items at once: python -m backend dispatch --------------------------------------
+    def _run_dispatched(self, on_event, should_cancel, on_item, on_interrupt, on_capture) -> BatchQueue:
+        """Capture every pending item, run them all on the ``workers`` or ``ray`` executor, import
+        each result. A cancel (or Ctrl+C) reaches every running item; the queue resumes as always."""
+        total = len(self.queue.items)
+        prepared: list[tuple[QueueItem, EditJob, float]] = []
+        cancelled = False
+        for item in [i for i in self.queue.items if i.status == "pending"]:
+            if on_item is not None:
+                on_item(self.queue.items.index(item), total, item)
+            try:
+                job = self.begin(item)
+            except EditFailed:
+                continue
+            try:
+                job.capture(progress=on_capture, should_cancel=should_cancel)
+            except EditFailed as exc:
+                self.fail(item, exc)
+                if exc.status == "cancelled":
+                    cancelled = True
+                    break
+                continue
+            prepared.append((item, job, self._started))
+        if cancelled:  # the captured items go back to the queue, to run on Resume
+            for item, _, _ in prepared:
+                item.status = "pending"
+            self.queue.save()
+            return self.queue
+        if prepared:
+            outcomes = self._dispatch([job for _, job, _ in prepared], on_event, should_cancel, on_interrupt)
+            for (item, job, began), outcome in zip(prepared, outcomes):
+                self.current, self._started = item, began
+                try:
+                    job.check_outcome(outcome)
+                    result = job.finish()
+                except EditFailed as exc:
+                    self.fail(item, exc)
+                    continue
+                self.succeed(item, result)
+        self.finish()
+        return self.queue
+
+    def _dispatch(self, jobs: list[EditJob], on_event, should_cancel, on_interrupt) -> list:
+        """Run ``jobs`` through one ``python -m backend dispatch`` and follow their events; the
+        outcome of each (from its own events, as for a job of its own)."""
+        from ..core import process_group
+        from ..core.backend_process import BackendOutcome
+
+        job_dirs = [job.spec.job_dir for job in jobs]
+        readers = []
+        for job_dir in job_dirs:
+            contract.clear_cancel(job_dir)
+            reader = contract.EventReader(job_dir / contract.EVENTS_FILE)
+            events_path = job_dir / contract.EVENTS_FILE
+            if events_path.exists():
+                reader._offset = events_path.stat().st_size  # noqa: SLF001 - follow what this run appends
+            readers.append(reader)
+        command = [self.backend.resolved_python(), "-m", "backend", "dispatch", "--executor", self.executor]
+        command += ["--address", self.address] if self.address else []
+        command += [str(d / contract.JOB_FILE) for d in job_dirs]
+        log_path = self.queue.folder / DISPATCH_LOG
+        with open(log_path, "ab") as log:
+            try:
+                process = subprocess.Popen(
+                    command, env=backend_env(self.backend), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                    **process_group.popen_kwargs(),
+                )
+            except OSError as exc:
+                raise EditFailed(f"cannot start the backend dispatcher: {exc.strerror}", "check the backend Python") from None
+        terminal: list[contract.Event | None] = [None] * len(jobs)
+        cancel_sent, interrupts = False, 0
+
+        def cancel_all(reason: str) -> None:
+            for job_dir in job_dirs:
+                contract.request_cancel(job_dir, reason)
+
+        while True:
+            try:
+                exited = process.poll() is not None
+                for index, reader in enumerate(readers):
+                    for event in reader.poll():
+                        if event.type in ("finished", "cancelled", "error"):
+                            terminal[index] = event
+                        if on_event is not None:
+                            on_event(event)
+                if exited:
+                    break
+                if should_cancel is not None and not cancel_sent and should_cancel():
+                    cancel_all("user")
+                    cancel_sent = True
+                time.sleep(0.2)
+            except KeyboardInterrupt:
+                interrupts += 1
+                if interrupts == 1:
+                    cancel_all("user")
+                    notice = "cancelling every item: each saves a checkpoint and stops (Ctrl+C again stops at once)"
+                else:
+                    process_group.kill_group(process)
+                    notice = "stopped the dispatcher; Resume continues every item from its last checkpoint"
+                if on_interrupt is not None:
+                    on_interrupt(notice)
+        outcomes = []
+        for event in terminal:
+            if event is None:
+                outcomes.append(BackendOutcome(
+                    "cancelled" if interrupts else "error", process.returncode,
+                    message="the item did not end (the dispatcher stopped first)",
+                    hint=f"resume the queue to continue it from its last checkpoint; the log is {log_path}",
+                    log_path=str(log_path),
+                ))
+            else:
+                outcomes.append(BackendOutcome(event.type, process.returncode, event.message, event.hint, event.results, str(log_path)))
+        return outcomes

@@ -24,7 +24,7 @@ from ..core.known_models import KNOWN_MODELS
 from ..core.request import EditFailed
 from ..core.terminal import print_capture_progress, print_event
 from ..scene.edit_job import EditJob
-from .status import ACTIVE, capture_with_progress, is_busy, redraw, request_from_panel, update_status
+from .status import ACTIVE, is_busy, modal_capture_tick, redraw, request_from_panel, update_status
 
 
 class PIVA_OT_edit(bpy.types.Operator):
@@ -102,26 +102,67 @@ class PIVA_OT_edit(bpy.types.Operator):
         wm = context.window_manager
         try:
             job.prepare()
-            capture_with_progress(wm, job)
-            job.start_backend()
+            session = job.begin_capture()  # None: the capture is reused
         except EditFailed as exc:
             status.error, status.hint = exc.message, exc.hint
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        ACTIVE.job, ACTIVE.cancel_requested = job, False
+        ACTIVE.job, ACTIVE.capture, ACTIVE.cancel_requested = job, session, False
         ACTIVE.stage_started, ACTIVE.stage_name = time.monotonic(), ""
-        status.running, status.stage, status.progress, status.eta_s = True, "starting", 0.0, -1.0
-        status.job_dir, status.log_path = str(job.spec.job_dir), str(job.process.log_path)
-        self._timer = wm.event_timer_add(0.25, window=context.window)
+        status.running, status.stage, status.progress, status.eta_s = True, "capture", 0.0, -1.0
+        status.job_dir = str(job.spec.job_dir)
+        if session is None and not self._start_backend(context, job):
+            return {"CANCELLED"}
+        self._timer = wm.event_timer_add(0.05, window=context.window)
         wm.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
+    def _start_backend(self, context, job: EditJob) -> bool:
+        status = context.window_manager.piva_status
+        try:
+            job.start_backend()
+        except EditFailed as exc:
+            ACTIVE.job = None
+            status.running = False
+            status.error, status.hint = exc.message, exc.hint
+            self.report({"ERROR"}, str(exc))
+            return False
+        status.stage, status.progress = "starting", 0.0
+        status.log_path = str(job.process.log_path)
+        return True
+
+    def _stop(self, context) -> None:
+        context.window_manager.event_timer_remove(self._timer)
+        ACTIVE.job, ACTIVE.capture = None, None
+        context.window_manager.piva_status.running = False
+        redraw(context)
+
     def modal(self, context, event):
+        status = context.window_manager.piva_status
+        job = ACTIVE.job
+        assert job is not None
+        try:
+            phase = modal_capture_tick(context, event)
+        except EditFailed as exc:
+            self._stop(context)
+            status.error, status.hint = exc.message, exc.hint
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        if phase == "cancelled":
+            self._stop(context)
+            status.error, status.hint = "capture cancelled", "the scene is as it was; run the edit again to start over"
+            self.report({"WARNING"}, "PIVA: capture cancelled")
+            return {"CANCELLED"}
+        if phase in ("pass", "running"):
+            return {"PASS_THROUGH"} if phase == "pass" else {"RUNNING_MODAL"}
+        if phase == "complete":
+            if not self._start_backend(context, job):
+                self._stop(context)
+                return {"CANCELLED"}
+            return {"RUNNING_MODAL"}
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
-        job = ACTIVE.job
-        status = context.window_manager.piva_status
-        assert job is not None and job.process is not None
+        assert job.process is not None
         if ACTIVE.cancel_requested:
             job.process.cancel()
             ACTIVE.cancel_requested = False
@@ -132,9 +173,7 @@ class PIVA_OT_edit(bpy.types.Operator):
         outcome = job.process.outcome()
         if outcome is None:
             return {"RUNNING_MODAL"}
-        context.window_manager.event_timer_remove(self._timer)
-        ACTIVE.job = None
-        status.running = False
+        self._stop(context)
         try:
             job.check_outcome(outcome)
             obj = job.finish()
@@ -165,21 +204,28 @@ class PIVA_OT_cancel(bpy.types.Operator):
 
 
 class PIVA_OT_release(bpy.types.Operator):
-    """End the backend process now and free its GPU memory (the job resumes from its last checkpoint)"""
+    """Stop the backend (the running job checkpoints first, and resumes when run again) and free its GPU memory, including the worker that keeps the model loaded between jobs"""
 
     bl_idname = "piva.release"
     bl_label = "Release Backend"
 
     @classmethod
     def poll(cls, context):
-        if ACTIVE.job is None or ACTIVE.job.process is None or not ACTIVE.job.process.running:
-            cls.poll_message_set("No backend process is running")
+        from ..core.worker_client import running_workers
+
+        job_running = ACTIVE.job is not None and ACTIVE.job.process is not None and ACTIVE.job.process.running
+        if not job_running and not running_workers():
+            cls.poll_message_set("No backend process or worker is running")
             return False
         return True
 
     def execute(self, context):
-        assert ACTIVE.job is not None and ACTIVE.job.process is not None
-        ACTIVE.job.process.release()
+        from ..core.worker_client import release_all
+
+        if ACTIVE.job is not None and ACTIVE.job.process is not None:
+            ACTIVE.job.process.release()
+        stopped = release_all()
+        self.report({"INFO"}, f"PIVA: released the backend ({stopped} worker{'s' if stopped != 1 else ''} stopped)")
         return {"FINISHED"}
 
 

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 
 import bpy
-from bpy.props import EnumProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from .. import contract
 from ..core.backend_process import BackendConfig
@@ -123,6 +123,13 @@ class PIVA_AddonPreferences(bpy.types.AddonPreferences):
         name="Rays per batch", description="0 = the preset's; lower it when the GPU runs out of memory",
         default=0, min=0, max=1 << 20,
     )
+    use_worker: BoolProperty(
+        name="Keep the model loaded",
+        description="Run every edit, variant and batch item on one backend worker that loads the model once "
+        "(Release Backend stops it and frees its memory; it also stops after 10 minutes without a job); "
+        "off = a new backend process per job",
+        default=True,
+    )
     check_report: StringProperty(default="")
     model_report: StringProperty(default="", description="Lines of the last Check model")
 
@@ -150,6 +157,7 @@ class PIVA_AddonPreferences(bpy.types.AddonPreferences):
         row = col.row()
         row.prop(self, "render_resolution")
         row.prop(self, "rays_per_batch")
+        col.prop(self, "use_worker")
 
 
 def get_preferences(context=None) -> PIVA_AddonPreferences | None:
@@ -166,6 +174,7 @@ def backend_config(context=None) -> BackendConfig:
         python=bpy.path.abspath(prefs.backend_python) if prefs.backend_python else "",
         backend_root=bpy.path.abspath(prefs.backend_root) if prefs.backend_root else "",
         online_access=bpy.app.online_access,
+        use_worker=prefs.use_worker,
     )
 
 

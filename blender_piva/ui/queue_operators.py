@@ -25,7 +25,7 @@ from ..core.terminal import print_event
 from ..scene.edit_job import job_root_of, settings_blocks
 from ..scene.queue_runner import CONTACT_SHEET_FILE
 from ..scene.queue_runner import QueueRunner, batch_objects, batch_queue as make_batch_queue, variants_queue
-from .status import ACTIVE, capture_with_progress, is_busy, redraw, request_from_panel, update_status
+from .status import ACTIVE, is_busy, modal_capture_tick, redraw, request_from_panel, update_status
 
 
 def _backend(context):
@@ -101,16 +101,32 @@ class _QueueOperator:
         ACTIVE.runner, ACTIVE.job, ACTIVE.cancel_requested = QueueRunner(queue, _backend(context)), None, False
         status.running = True
         wm = context.window_manager
-        self._timer = wm.event_timer_add(0.25, window=context.window)
+        self._timer = wm.event_timer_add(0.05, window=context.window)
         wm.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
     def modal(self, context, event):
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
         runner = ACTIVE.runner
         status = context.window_manager.piva_status
         assert runner is not None
+        if ACTIVE.capture is not None:  # the current item's capture, one view per tick
+            item = runner.current
+            try:
+                phase = modal_capture_tick(context, event)
+            except EditFailed as exc:
+                ACTIVE.job = None
+                runner.fail(item, exc)
+                return {"RUNNING_MODAL"}
+            if phase == "cancelled":  # Esc or Cancel: this item is cancelled, the queue stops (Resume continues it)
+                ACTIVE.job, ACTIVE.cancel_requested = None, True
+                runner.fail(item, EditFailed("capture cancelled", "resume the queue to run it", status="cancelled"))
+                return self._end(context, runner.queue)
+            if phase in ("pass", "running"):
+                return {"PASS_THROUGH"} if phase == "pass" else {"RUNNING_MODAL"}
+            self._start_backend(context, runner, item, ACTIVE.job)
+            return {"RUNNING_MODAL"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
         if ACTIVE.job is None:
             if ACTIVE.cancel_requested:
                 return self._end(context, runner.queue)
@@ -146,15 +162,26 @@ class _QueueOperator:
         index = runner.queue.items.index(item)
         status.queue_item = f"{index + 1}/{len(runner.queue.items)} {item.label}"
         status.stage, status.progress, status.eta_s, status.preview_path = "starting", 0.0, -1.0, ""
-        wm = context.window_manager
         try:
             job = runner.begin(item)
         except EditFailed:
             return  # recorded as failed; the next tick takes the next item
         try:
-            capture_with_progress(wm, job)
+            session = job.begin_capture()  # rendered a view per tick by modal(); None = reused
+        except EditFailed as exc:
+            runner.fail(item, exc)
+            return
+        ACTIVE.job, ACTIVE.capture = job, session
+        status.stage = "capture"
+        if session is None:
+            self._start_backend(context, runner, item, job)
+
+    def _start_backend(self, context, runner: QueueRunner, item: batch_queue.QueueItem, job) -> None:
+        status = context.window_manager.piva_status
+        try:
             job.start_backend()
         except EditFailed as exc:
+            ACTIVE.job = None
             runner.fail(item, exc)
             return
         ACTIVE.job, ACTIVE.cancel_sent = job, False
@@ -164,7 +191,7 @@ class _QueueOperator:
     def _end(self, context, queue: batch_queue.BatchQueue):
         context.window_manager.event_timer_remove(self._timer)
         runner = ACTIVE.runner
-        ACTIVE.runner, ACTIVE.job, ACTIVE.cancel_requested = None, None, False
+        ACTIVE.runner, ACTIVE.job, ACTIVE.capture, ACTIVE.cancel_requested = None, None, None, False
         status = context.window_manager.piva_status
         status.running, status.queue_item = False, ""
         if runner is not None:

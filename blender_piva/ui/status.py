@@ -12,6 +12,7 @@ from .. import contract
 from ..core.request import EditRequest, make_request
 
 if TYPE_CHECKING:
+    from ..scene.capture import CaptureSession
     from ..scene.edit_job import EditJob
     from ..scene.queue_runner import QueueRunner
 
@@ -22,6 +23,8 @@ class _ActiveJob:
     job: "EditJob | None" = None
     runner: "QueueRunner | None" = None
     """The variants or batch being run (ui/queue_operators.py); its current item's job is ``job``."""
+    capture: "CaptureSession | None" = None
+    """The capture of ``job`` while it renders, one view per timer tick (:func:`modal_capture_tick`)."""
     cancel_requested: bool = False
     cancel_sent: bool = False
     stage_started: float = 0.0
@@ -61,8 +64,44 @@ def request_from_panel(context, object_name: str) -> EditRequest:
     return request
 
 
+def modal_capture_tick(context, event) -> str:
+    """The capture phase of a modal operator, one view per timer tick, so Blender redraws and
+    takes input between views. Returns ``idle`` (no capture is running), ``pass`` (not a timer
+    event: pass it through), ``running``, ``complete`` (the capture is written: start the
+    backend) or ``cancelled`` (Esc or Cancel: the session is aborted, the scene as before).
+    A failed view raises EditFailed, the session already aborted."""
+    from ..scene.edit_job import EditJob
+
+    session = ACTIVE.capture
+    if session is None:
+        return "idle"
+    status = context.window_manager.piva_status
+    if ACTIVE.cancel_requested or (event.type == "ESC" and event.value == "PRESS"):
+        session.abort()
+        ACTIVE.capture, ACTIVE.cancel_requested = None, False
+        status.message = f"capture cancelled after {session.done} of {session.total} views"
+        return "cancelled"
+    if event.type != "TIMER":
+        return "pass"
+    try:
+        complete = EditJob.capture_step(session)
+    except BaseException:
+        ACTIVE.capture = None
+        raise
+    status.stage, status.step, status.total = "capture", session.done, session.total
+    status.progress = session.done / max(1, session.total)
+    status.message = f"rendering view {session.done}/{session.total} (Esc cancels); UI blocked at most {session.longest_block_ms:.0f} ms"
+    redraw(context)
+    if complete:
+        ACTIVE.capture = None
+        print(f"PIVA: capture done, {session.total} views; the UI was blocked at most {session.longest_block_ms:.0f} ms at a time")
+        return "complete"
+    return "running"
+
+
 def capture_with_progress(wm, job: "EditJob") -> None:
-    """Run the job's capture with Blender's progress cursor counting the views."""
+    """Run the job's capture in one call, with Blender's progress cursor counting the views (the
+    blocking path; the panel's operators use :func:`modal_capture_tick`)."""
     wm.progress_begin(0, max(1, job.spec.capture.num_views + job.spec.capture.num_eval_views))
     try:
         job.capture(progress=lambda done, total: wm.progress_update(done))
