@@ -246,3 +246,27 @@ def test_a_missing_model_fails_the_item_with_a_fix_and_leaves_the_scene_alone(fr
     assert item.status == "failed"
     assert "no_such_model" in item.message and "model id or folder" in item.hint
     assert fingerprint() == before, diff(before, fingerprint())
+
+
+@pytest.mark.parametrize("executor", ["ray"])
+def test_a_batch_on_ray_matches_the_worker_and_keeps_the_queue_log(fresh_bpy, job_root, tiny_model, executor):
+    pytest.importorskip("ray", reason="Ray is the backend's optional extra (requirements-ray.txt)")
+    add("red", "cube", "Cube")
+    add("green", "sphere", "Ball", x=3.0)
+    results = {}
+    for name in ("worker", executor):
+        queue = make_batch(template(job_root, tiny_model, source_prompt="a {name}", target_prompt="a golden {name}"),
+                           ["Ball", "Cube"], str(job_root))
+        runner = QueueRunner(queue, BACKEND, executor=name)
+        runner.run_sync()
+        assert [i.status for i in queue.items] == ["done", "done"], [(i.message, i.hint) for i in queue.items]
+        log = batch_queue.read_log(queue.log_path)
+        assert sorted((e["object"], e["event"]) for e in log) == [
+            ("Ball", "done"), ("Ball", "started"), ("Cube", "done"), ("Cube", "started")
+        ]
+        assert batch_queue.load_queue(queue.path).finished
+        results[name] = [_result_vertices(bpy.data.objects[i.result_object]) for i in queue.items]
+    if executor == "ray":
+        assert "2 of 2 jobs finished" in (queue.folder / "dispatch.log").read_text()
+    for got, want in zip(results[executor], results["worker"]):
+        assert got.shape == want.shape and np.allclose(got, want, atol=1e-4)
