@@ -9,19 +9,27 @@ One step is what the 2D/3D edit loop runs (``backend/edit3d.py``): a differentia
 [1, 3, R, R] (a leaf standing in for the render) -> ``model.encode_images`` -> ``method.step`` ->
 ``loss.backward()``, with the source image encoded under ``no_grad``. PIVA trains its two LoRA
 adapters inside the step and runs them on the ControlNet path with a depth image (appendix D.1);
-the other methods ignore the control input, so their worker builds no ControlNet.
+the other methods ignore the control input (their calls never run the ControlNet).
 
-Each method runs in a fresh subprocess (peaks do not mask each other): one warm-up step, counted
-with ``torch.utils.flop_counter.FlopCounterMode``, then ``--reps`` timed steps.
+All methods run in ONE process on ONE model (built once, with the ControlNet when a method uses
+it), side by side: every method's warm-up step (counted with
+``torch.utils.flop_counter.FlopCounterMode``), then ``--reps`` rounds of one timed step of each
+method, the order rotated every round, so the slow phases of a shared machine hit all methods
+alike. The memory figures stay per method: the peak is reset before each timed step. PIVA's
+adapters sit on the UNet during the other methods' steps, switched off (peft then calls the base
+layer directly, after a flag check per LoRA layer).
 
 Printed per method:
   edit_step_ms_METHOD            median wall time of one step (ms)
-  edit_step_peak_mb_METHOD       CPU: peak RSS during the timed steps minus the RSS before them
-                                 (activations and temporaries; Linux VmHWM reset after the
-                                 warm-up, free heap trimmed first so its reuse counts).
+  edit_step_peak_mb_METHOD       CPU: the largest, over the method's timed steps, peak RSS
+                                 during the step minus the RSS just before it (activations and
+                                 temporaries; Linux VmHWM reset before each timed step, free heap
+                                 trimmed first so its reuse counts).
                                  CUDA: torch.cuda.max_memory_allocated (weights included).
-  edit_step_base_mb_METHOD       memory held before the timed steps (CPU RSS incl. the Python
-                                 process / CUDA memory_allocated): weights, adapters, Adam state
+  edit_step_base_mb_METHOD       memory held before the method's first timed step (CPU RSS incl.
+                                 the Python process / CUDA memory_allocated): the shared model's
+                                 weights (the ControlNet included when PIVA runs), the adapters
+                                 and their Adam state
   edit_step_tflop_METHOD         matmul/conv/attention TFLOP of one step (forward + backward),
                                  torch's FlopCounterMode formulas (CPU fused attention added)
   edit_step_tflops_per_s_METHOD  achieved rate, tflop / time
@@ -29,10 +37,17 @@ Printed per method:
   edit_step_floor_ms_METHOD      tflop at the ~790 TFLOP/s bf16 an H100 measures
                                  (/work/shared/notes/performance.md: the physical floor)
   edit_step_x_floor_METHOD       measured / floor
+and edit_step_seconds (wall time of all warm-ups and rounds), and, when both ran:
+edit_step_ratio_piva_dds = ms_piva / ms_dds (goal <= 1.8, the FLOP ratio is
+about 1.67), edit_step_tflop_ratio_piva_dds. ``--unbatched`` also times ``piva_unbatched`` (PIVA
+with one model call per adapter, ``backend.editing.piva.PIVAUnbatched``, the code before the
+batching) on ``piva``'s own adapters, alternating with it: edit_step_ratio_piva_unbatched_dds
+and edit_step_speedup_piva = ms_piva_unbatched / ms_piva.
 
     .venv/bin/python bench/edit_step.py                 # CPU, 64x64 renders, 2 threads (~5 min)
     .venv/bin/python bench/edit_step.py --device cuda   # 512x512, bfloat16
-    [--methods sds dds pds ssd piva] [--resolution R] [--reps N] [--dtype float32|bfloat16|float16]
+    [--methods sds dds pds ssd piva] [--unbatched] [--resolution R] [--reps N]
+    [--dtype float32|bfloat16|float16]
 """
 
 from __future__ import annotations
@@ -40,9 +55,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,7 +67,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.diffusion.model import DiffusionModel  # noqa: E402
 from backend.editing.base import MethodInputs  # noqa: E402
-from backend.editing.registry import METHODS, build_method  # noqa: E402
+from backend.editing.base import EditMethod  # noqa: E402
+from backend.editing.piva import PIVAUnbatched  # noqa: E402
+from backend.editing.registry import METHODS, build_config, build_method  # noqa: E402
 from blender_piva.contract import EditSettings  # noqa: E402
 
 H100_BF16_TFLOPS = 790.0
@@ -65,8 +80,10 @@ TOKENS, TEXT_WIDTH = 77, 1024
 """SD 2.x prompt embeddings: 77 OpenCLIP-H tokens of width 1024."""
 SCALING_FACTOR = 0.18215
 """SD VAE latent scaling."""
-CONTROL_METHODS = ("piva",)
+CONTROL_METHODS = ("piva", "piva_unbatched")
 """Methods that use the depth ControlNet in 3D (appendix D.1); the others ignore ``control``."""
+REFERENCES: dict[str, tuple[str, type[EditMethod]]] = {"piva_unbatched": ("piva", PIVAUnbatched)}
+"""Reference implementations timed with ``--unbatched``: name -> (method whose config they take, class)."""
 
 
 # -- the model --------------------------------------------------------------------------------
@@ -213,75 +230,133 @@ def _cpu_attention_flops() -> dict[Any, Any]:
 
 
 # -- one method (worker process) --------------------------------------------------------------
-def bench_method(name: str, model: DiffusionModel, resolution: int, reps: int) -> dict[str, float]:
-    """One counted warm-up step, then ``reps`` timed steps of method ``name`` on ``model``.
+class MethodBench:
+    """One method on the shared model: its inputs, its counted warm-up step, its timed steps.
 
-    Renders are [1, 3, resolution, resolution]; PIVA gets a depth control image when the model
-    has a ControlNet. Returns the figures named in the module docstring (without the prefix).
+    Renders are [1, 3, resolution, resolution]; PIVA gets a depth control image when the model has a
+    ControlNet. ``piva_unbatched`` is the reference view on a ``piva`` bench's own adapters
+    (``PIVAUnbatched.beside``): the two paths then alternate on one UNet, step by step.
     """
-    from torch.utils.flop_counter import FlopCounterMode
 
-    device = model.device
-    use_control = name in CONTROL_METHODS and model.controlnet is not None
-    method = build_method(name, model, EditSettings(method=name))
-    generator = torch.Generator(device=device).manual_seed(0)
-    R = resolution
-    image = torch.rand(1, 3, R, R, generator=generator, device=device).requires_grad_(True)  # the render
-    source_image = torch.rand(1, 3, R, R, generator=generator, device=device)  # the original's render
-    control = torch.rand(1, 3, R, R, generator=generator, device=device) if use_control else None  # depth
-    cond_null, cond_src, cond_tgt = (model.encode_prompt(p) for p in PROMPTS)
+    def __init__(self, name: str, model: DiffusionModel, resolution: int, *, beside: "MethodBench | None" = None) -> None:
+        self.name = name
+        self.model = model
+        device = model.device
+        use_control = name in CONTROL_METHODS and model.controlnet is not None
+        if name in REFERENCES:
+            of, cls = REFERENCES[name]
+            if beside is not None:
+                self.method: EditMethod = cls.beside(beside.method)
+            else:
+                self.method = cls(build_config(of, EditSettings(method=of)), model)
+        else:
+            self.method = build_method(name, model, EditSettings(method=name))
+        self.owns_method = beside is None  # a view on another bench's adapters must not remove them
+        self.generator = torch.Generator(device=device).manual_seed(0)
+        R, g = resolution, self.generator
+        self.image = torch.rand(1, 3, R, R, generator=g, device=device).requires_grad_(True)  # the render
+        self.source_image = torch.rand(1, 3, R, R, generator=g, device=device)  # the original's render
+        self.control = torch.rand(1, 3, R, R, generator=g, device=device) if use_control else None  # depth
+        self.conds = tuple(model.encode_prompt(p) for p in PROMPTS)  # null, source, target
+        self.times: list[float] = []
+        self.peaks: list[float] = []
+        self.bases: list[float] = []
+        self.tflop = 0.0
 
-    def step(i: int) -> None:
+    def step(self, i: int) -> None:
+        """One editing step as the edit loop runs it (encode, method step, backward)."""
+        model = self.model
+        cond_null, cond_src, cond_tgt = self.conds
         with torch.no_grad():
-            source = model.encode_images(source_image)
-        x = model.encode_images(image)
-        result = method.step(
+            source = model.encode_images(self.source_image)
+        x = model.encode_images(self.image)
+        result = self.method.step(
             MethodInputs(
                 x=x, cond_src=cond_src, cond_tgt=cond_tgt, cond_null=cond_null, step=i, total_steps=1000,
-                source=source, control=control, source_control=control, generator=generator,
+                source=source, control=self.control, source_control=self.control, generator=self.generator,
             )
         )
-        image.grad = None
+        self.image.grad = None
         result.loss.backward()
-        if image.grad is None or not bool(torch.isfinite(image.grad).all()):
-            raise RuntimeError(f"{name}: the step left no finite gradient on the image")
+        if self.image.grad is None or not bool(torch.isfinite(self.image.grad).all()):
+            raise RuntimeError(f"{self.name}: the step left no finite gradient on the image")
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    def _sync(self) -> None:
+        if self.model.device.type == "cuda":
+            torch.cuda.synchronize(self.model.device)
 
-    counter = FlopCounterMode(display=False, custom_mapping=_cpu_attention_flops())
-    with counter:
-        step(0)  # warm-up: first-call allocations, library code pages, Adam state, kernel selection
-    sync()
-    # after the warm-up, so the RSS delta holds no one-time cost; the trim in start() makes the
-    # heap the warm-up freed count again when the timed steps reuse it
-    memory = PeakMemory(device)
-    memory.start()
-    times = []
-    for i in range(1, reps + 1):
-        sync()
+    def warm_up(self) -> None:
+        """Step 0, counted: first-call allocations, library code pages, Adam state, kernel selection."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False, custom_mapping=_cpu_attention_flops())
+        with counter:
+            self.step(0)
+        self._sync()
+        self.tflop = counter.get_total_flops() / 1e12
+
+    def timed_step(self, i: int) -> None:
+        """Step ``i``, timed, with its own peak memory (reset just before it: after the warm-up the
+        delta holds no one-time cost, and the trim makes freed heap that the step reuses count)."""
+        memory = PeakMemory(self.model.device)
+        memory.start()
+        self._sync()
         t0 = time.perf_counter()
-        step(i)
-        sync()
-        times.append(time.perf_counter() - t0)
-    peak = memory.peak_mb()
-    method.close()
-    ms = statistics.median(times) * 1000.0
-    tflop = counter.get_total_flops() / 1e12
-    figures = {
-        "ms": ms, "peak_mb": peak, "base_mb": memory.base_mb, "tflop": tflop, "tflops_per_s": tflop / (ms / 1000.0)
-    }
-    if device.type == "cuda":
-        floor_ms = tflop / H100_BF16_TFLOPS * 1000.0
-        figures.update({"floor_ms": floor_ms, "x_floor": ms / floor_ms})
-    return figures
+        self.step(i)
+        self._sync()
+        self.times.append(time.perf_counter() - t0)
+        self.peaks.append(memory.peak_mb())
+        self.bases.append(memory.base_mb)
+
+    def figures(self) -> dict[str, float]:
+        """The figures named in the module docstring (without prefix and method name)."""
+        ms = statistics.median(self.times) * 1000.0
+        figures = {
+            "ms": ms, "peak_mb": max(self.peaks), "base_mb": self.bases[0], "tflop": self.tflop,
+            "tflops_per_s": self.tflop / (ms / 1000.0),
+        }
+        if self.model.device.type == "cuda":
+            floor_ms = self.tflop / H100_BF16_TFLOPS * 1000.0
+            figures.update({"floor_ms": floor_ms, "x_floor": ms / floor_ms})
+        return figures
+
+    def close(self) -> None:
+        if self.owns_method:
+            self.method.close()  # the next method on this model must find no adapters
+
+
+def bench_methods(names: list[str], model: DiffusionModel, resolution: int, reps: int) -> dict[str, dict[str, float]]:
+    """Every method of ``names`` on ``model``: all warm-ups, then ``reps`` rounds of one timed step
+    of each, the order rotated every round, so slow phases of a shared machine hit all methods alike.
+    Returns name -> figures. ``piva_unbatched`` shares ``piva``'s adapters when both are listed.
+    """
+    benches: dict[str, MethodBench] = {}
+    try:
+        for name in names:
+            beside = benches.get(REFERENCES[name][0]) if name in REFERENCES else None
+            benches[name] = MethodBench(name, model, resolution, beside=beside)
+        for bench in benches.values():
+            bench.warm_up()
+        for r in range(reps):
+            for k in range(len(names)):
+                benches[names[(r + k) % len(names)]].timed_step(r + 1)
+        return {name: bench.figures() for name, bench in benches.items()}
+    finally:
+        for bench in reversed(list(benches.values())):
+            bench.close()
+
+
+def bench_method(name: str, model: DiffusionModel, resolution: int, reps: int) -> dict[str, float]:
+    """One method alone: a counted warm-up step, then ``reps`` timed steps (figures as above)."""
+    return bench_methods([name], model, resolution, reps)[name]
 
 
 # -- driver -----------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--unbatched", action="store_true",
+                        help="also time piva_unbatched (one model call per adapter: the code before batching)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                         help="model dtype (default: float32 on the CPU, bfloat16 on CUDA)")
@@ -290,7 +365,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=None,
                         help="timed steps after the warm-up (default: 3 CPU, 10 CUDA)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--worker", default="", help=argparse.SUPPRESS)  # internal: run one method here
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
@@ -302,40 +376,57 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.resolution % 64:
         parser.error(f"--resolution must be a multiple of 64 (8x VAE, 8x UNet down-sampling), got {args.resolution}")
     args.reps = args.reps or (10 if cuda else 3)
+    if args.unbatched and "piva" not in args.methods:
+        parser.error("--unbatched compares against piva: add piva to --methods")
     return args
+
+
+def run_order(methods: list[str], unbatched: bool) -> list[str]:
+    """The methods in the given order, piva_unbatched right after piva (side by side) when asked."""
+    order: list[str] = []
+    for name in methods:
+        order.append(name)
+        if name == "piva" and unbatched:
+            order.append("piva_unbatched")
+    return order
+
+
+def ratios(ms: dict[str, float], tflop: dict[str, float]) -> dict[str, float]:
+    """The side-by-side figures of one run: PIVA (and its unbatched reference) over DDS."""
+    out: dict[str, float] = {}
+    if "piva" in ms and "dds" in ms:
+        out["ratio_piva_dds"] = ms["piva"] / ms["dds"]
+        out["tflop_ratio_piva_dds"] = tflop["piva"] / tflop["dds"]
+    if "piva_unbatched" in ms and "dds" in ms:
+        out["ratio_piva_unbatched_dds"] = ms["piva_unbatched"] / ms["dds"]
+    if "piva_unbatched" in ms and "piva" in ms:
+        out["speedup_piva"] = ms["piva_unbatched"] / ms["piva"]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.worker:
-        device = torch.device(args.device)
-        model = build_sd21_base(device, getattr(torch, args.dtype), controlnet=args.worker in CONTROL_METHODS)
-        figures = bench_method(args.worker, model, args.resolution, args.reps)
-        for key, value in figures.items():
-            print(f"edit_step_{key}_{args.worker}: {value:.4g}", flush=True)
-        return 0
+    order = run_order(args.methods, args.unbatched)
     print(f"edit_step_device: {args.device}")
     print(f"edit_step_dtype: {args.dtype}")
     print(f"edit_step_resolution: {args.resolution}")
     print(f"edit_step_latent: {args.resolution // 8}")
     print(f"edit_step_reps: {args.reps}")
     print(f"edit_step_threads: {args.threads}", flush=True)
-    failed = []
-    for name in args.methods:
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, "--device", args.device,
-               "--dtype", args.dtype, "--resolution", str(args.resolution), "--reps", str(args.reps),
-               "--threads", str(args.threads)]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        sys.stdout.write(proc.stdout)
-        if proc.returncode != 0:
-            failed.append(name)
-            sys.stderr.write(f"--- {name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}\n")
-        print(f"edit_step_worker_seconds_{name}: {time.perf_counter() - t0:.1f}", flush=True)
-    if failed:
-        print(f"edit_step_failed: {' '.join(failed)}")
-        return 1
+    device = torch.device(args.device)
+    # one model for all methods: the ControlNet is built when a method uses it (the others never call it)
+    model = build_sd21_base(device, getattr(torch, args.dtype), controlnet=any(m in CONTROL_METHODS for m in order))
+    t0 = time.perf_counter()
+    figures = bench_methods(order, model, args.resolution, args.reps)
+    print(f"edit_step_seconds: {time.perf_counter() - t0:.1f}", flush=True)
+    for name in order:
+        for key, value in figures[name].items():
+            print(f"edit_step_{key}_{name}: {value:.4g}", flush=True)
+    ms = {name: f["ms"] for name, f in figures.items()}
+    tflop = {name: f["tflop"] for name, f in figures.items()}
+    for key, value in ratios(ms, tflop).items():
+        print(f"edit_step_{key}: {value:.3g}", flush=True)
     return 0
 
 

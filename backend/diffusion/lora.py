@@ -17,6 +17,12 @@ prediction.
 
 3D (appendix D.1): pass ``control`` (a depth image) to evaluate and train the adapters on the
 ControlNet path; the LoRA sits on the UNet, the ControlNet only adds its residuals.
+
+Batching (``predict_rows``, ``train_steps``): peft's mixed-adapter batches (``adapter_names=``, one
+adapter name per row, ``"__base__"`` for the pretrained model) let psi, phi and the base model share
+ONE UNet call. Each LoRA layer adds an adapter's update only to that adapter's rows, and the rows
+of a UNet batch never mix (per-sample GroupNorm and attention), so row i of a mixed call is the
+single-adapter call on row i, and a loss on psi's rows gives no gradient to phi (and vice versa).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from functools import partial
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -38,6 +45,10 @@ SOURCE = "psi"
 """Adapter that models renders of the ORIGINAL field (trained with the source prompt)."""
 TARGET = "phi"
 """Adapter that models renders of the EDITED field (trained with the target prompt)."""
+BASE = None
+"""Row name of the pretrained model (no adapter) in :meth:`LoraPair.predict_rows`."""
+_PEFT_BASE = "__base__"
+"""peft's name for a row without adapter in a mixed-adapter batch."""
 
 
 @dataclass
@@ -62,6 +73,28 @@ class LoraSettings:
     """AdamW betas of both adapters (ProlificDreamer/threestudio)."""
     eps: float = 1e-15
     """AdamW epsilon of both adapters (ProlificDreamer/threestudio)."""
+
+
+@dataclass
+class AdapterBatch:
+    """The rows one adapter trains on in a batched diffusion-loss step (:meth:`LoraPair.train_steps`)."""
+
+    name: str
+    """Adapter: ``SOURCE`` (psi) or ``TARGET`` (phi)."""
+    x0: Tensor
+    """[B, ...] detached images/latents the adapter should model."""
+    cond: Tensor
+    """[B, ...] their conditioning."""
+    control: Tensor | None = None
+    """[B, 3, H, W] depth images for the ControlNet path, or None."""
+
+
+def _adapter_names_hook(
+    module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], *, adapter_names: list[str]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Forward pre-hook giving a LoRA layer peft's per-row ``adapter_names`` (as ``PeftModel`` does;
+    a diffusers UNet with ``add_adapter`` has no such argument of its own)."""
+    return args, {**kwargs, "adapter_names": adapter_names}
 
 
 class LoraPair:
@@ -145,10 +178,46 @@ class LoraPair:
         finally:
             self._select(None)
 
+    @contextmanager
+    def rows(self, names: Sequence[str | None]) -> Iterator[None]:
+        """Within the block, row i of every model call goes through adapter ``names[i]`` (``BASE`` =
+        None: the pretrained model); a call's batch must have ``len(names)`` rows (peft checks it in
+        every layer). Both adapters are trainable inside (a mixed training step needs both)."""
+        unknown = {n for n in names if n not in (SOURCE, TARGET, BASE)}
+        if unknown:
+            raise ValueError(f"unknown adapter(s) {sorted(map(str, unknown))}; allowed: {SOURCE!r}, {TARGET!r} or None (base)")
+        adapter_names = [_PEFT_BASE if n is BASE else n for n in names]
+        hook = partial(_adapter_names_hook, adapter_names=adapter_names)
+        handles = [layer.register_forward_pre_hook(hook, with_kwargs=True) for layer in self._layers]
+        try:
+            for layer in self._layers:
+                layer.enable_adapters(True)
+                layer.set_adapter([SOURCE, TARGET])  # active = trainable; the rows choose per sample
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+            self._select(None)
+
     def predict(
         self, name: str, x_t: Tensor, t: Tensor, cond: Tensor, *, control: Tensor | None = None
     ) -> Tensor:  # [B, ...] float32 epsilon, no graph
         with torch.no_grad(), self.active(name):
+            return self.model.predict_noise(x_t, t, cond, control=control)
+
+    def predict_rows(
+        self,
+        names: Sequence[str | None],  # [N] adapter of each row (None = the pretrained model)
+        x_t: Tensor,  # [N, ...]
+        t: Tensor,  # [N]
+        cond: Tensor,  # [N, ...]
+        *,
+        control: Tensor | None = None,  # [N, 3, H, W] or None
+    ) -> Tensor:  # [N, ...] float32 epsilon, no graph
+        """One model call whose rows go through different adapters (peft's mixed-adapter batch)."""
+        if len(names) != x_t.shape[0]:
+            raise ValueError(f"{len(names)} adapter names for a batch of {x_t.shape[0]} rows")
+        with torch.no_grad(), self.rows(names):
             return self.model.predict_noise(x_t, t, cond, control=control)
 
     # -- training (eq. 7 and 8) ---------------------------------------------------------------
@@ -166,6 +235,63 @@ class LoraPair:
 
         With ``null_cond`` each sample's ``cond`` is replaced by it with probability
         ``condition_dropout``; without it there is no dropout."""
+        x_t, t, eps, cond = self._noised(x0, cond, null_cond, generator)
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        with self.active(name):
+            pred = self.model.predict_noise(x_t, t, cond, control=control)
+            loss = torch.nn.functional.mse_loss(pred.float(), eps)
+            loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    def train_steps(
+        self,
+        batches: Sequence[AdapterBatch],
+        *,
+        null_cond: Tensor | None = None,  # [1 or B, ...] the empty prompt's conditioning, for dropout
+        generator: torch.Generator | None = None,
+    ) -> dict[str, float]:
+        """One AdamW step of each listed adapter from ONE forward and backward pass; returns each loss.
+
+        The same as :meth:`train_step` for each batch in order (the same random draws from
+        ``generator``, the same losses and updates): the loss is the sum of the adapters' mean
+        losses, and each adapter's parameters get the gradient of its own rows only (see the
+        module docstring). Each adapter at most once (two steps of one adapter are sequential);
+        controls all given or all None (the ControlNet runs on the whole batch or not at all)."""
+        if not batches:
+            return {}
+        names = [b.name for b in batches]
+        if len(set(names)) != len(names) or not set(names) <= {SOURCE, TARGET}:
+            raise ValueError(f"train_steps trains each of {SOURCE!r}, {TARGET!r} at most once per call, got {names}")
+        if len({b.control is None for b in batches}) > 1:
+            raise ValueError("train_steps needs a control for every adapter or for none; use train_step per adapter")
+        drawn = [self._noised(b.x0, b.cond, null_cond, generator) for b in batches]  # train_step's order
+        rows = [b.name for b, (x_t, _, _, _) in zip(batches, drawn) for _ in range(x_t.shape[0])]
+        x_t = torch.cat([d[0] for d in drawn])
+        t = torch.cat([d[1] for d in drawn])
+        cond = torch.cat([d[3] for d in drawn])
+        control = None if batches[0].control is None else torch.cat([b.control for b in batches])
+        for name in names:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        with self.rows(rows):
+            pred = self.model.predict_noise(x_t, t, cond, control=control).float()
+            losses = [
+                torch.nn.functional.mse_loss(p, eps)
+                for p, (_, _, eps, _) in zip(pred.split([d[0].shape[0] for d in drawn]), drawn)
+            ]
+            torch.stack(losses).sum().backward()
+        for name in names:
+            self.optimizers[name].step()
+            self.optimizers[name].zero_grad(set_to_none=True)
+        return {name: float(loss.detach()) for name, loss in zip(names, losses)}
+
+    def _noised(
+        self, x0: Tensor, cond: Tensor, null_cond: Tensor | None, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # -> x_t [B, ...], t [B], eps [B, ...], cond [B, ...]
+        """A training sample of the diffusion loss: t, eps, the dropped conditions, in this order
+        from ``generator`` (checkpointed runs and the batched step depend on the order)."""
         x0 = x0.detach().float()
         T = self.model.alphas_cumprod.shape[0]
         lo = int(self.settings.t_min * T)
@@ -179,15 +305,7 @@ class LoraPair:
             cond = torch.where(drop.view(-1, *([1] * (cond.dim() - 1))), null, cond)
         a = self.model.alphas_cumprod[t].view(-1, *([1] * (x0.dim() - 1)))
         x_t = a.sqrt() * x0 + (1.0 - a).sqrt() * eps
-        optimizer = self.optimizers[name]
-        optimizer.zero_grad(set_to_none=True)
-        with self.active(name):
-            pred = self.model.predict_noise(x_t, t, cond, control=control)
-            loss = torch.nn.functional.mse_loss(pred.float(), eps)
-            loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return x_t, t, eps, cond
 
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

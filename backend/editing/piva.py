@@ -28,6 +28,14 @@ Choices where the paper is ambiguous (docs/methods.md, section PIVA, gives the r
   (``inputs.cond_null``): it is unconditional training, not guidance.
 * 3D (appendix D.1): with ``inputs.control`` (depth) the adapters run on the ControlNet path; the
   base model does not, unless ``control_base``.
+
+Batching (so that a step costs its FLOPs, not its number of calls): the base model's predictions are
+one call (4 rows with x_hat_t, 2 with the shortcut), psi's and phi's predictions one call of peft's
+mixed-adapter rows (``LoraPair.predict_rows``), merged with the base rows into a single call when
+both take the same control input (no depth, or ``control_base`` with the shortcut), and the two
+adapters' diffusion-loss steps one forward and backward pass (``LoraPair.train_steps``). Rows of a
+UNet batch never mix, so this is the one-call-per-adapter computation of :class:`PIVAUnbatched`
+(kept as the tests' and the benchmark's reference) up to float rounding, with the same random draws.
 """
 
 from __future__ import annotations
@@ -38,12 +46,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from backend.diffusion.lora import SOURCE, TARGET, LoraPair, LoraSettings
+from backend.diffusion.lora import BASE, SOURCE, TARGET, AdapterBatch, LoraPair, LoraSettings
 from backend.editing.base import (
     EditMethod,
     MethodInputs,
     NoisePredictor,
     add_noise,
+    cfg,
     expand,
     guided_pair,
     per_sample,
@@ -152,19 +161,26 @@ class PIVA(EditMethod):
         control = (inputs.source_control if inputs.source_control is not None else inputs.control) if c.adapter_control else None
         loss_psi = loss_phi = 0.0
         for _ in range(c.adapter_warmup_steps):
-            loss_psi = self.adapters.train_step(SOURCE, source, expand(inputs.cond_src, B), control=control,
-                                                null_cond=inputs.cond_null, generator=inputs.generator)
-            loss_phi = self.adapters.train_step(TARGET, source, expand(inputs.cond_tgt, B), control=control,
-                                                null_cond=inputs.cond_null, generator=inputs.generator)
+            loss_psi, loss_phi = self._train_pair(
+                AdapterBatch(SOURCE, source, expand(inputs.cond_src, B), control),
+                AdapterBatch(TARGET, source, expand(inputs.cond_tgt, B), control),
+                inputs,
+            )
         self.warmed_up = True
         return {"warmup_psi": loss_psi, "warmup_phi": loss_phi}
 
-    def regulariser(self, x_t: Tensor, t: Tensor, inputs: MethodInputs) -> Tensor:
-        """e_psi(x_t, c_src) - e_phi(x_t, c_tgt), both at CFG 1 (appendix A)."""
+    def regulariser(self, x_t: Tensor, t: Tensor, inputs: MethodInputs) -> Tensor:  # x_t [B, ...], t [B] -> [B, ...]
+        """e_psi(x_t, c_src) - e_phi(x_t, c_tgt), both at CFG 1 (appendix A), in one call of 2B rows."""
         B = x_t.shape[0]
         control = inputs.control if self.config.adapter_control else None
-        e_psi = self.adapters.predict(SOURCE, x_t, t, expand(inputs.cond_src, B), control=control)
-        e_phi = self.adapters.predict(TARGET, x_t, t, expand(inputs.cond_tgt, B), control=control)
+        e = self.adapters.predict_rows(
+            [SOURCE] * B + [TARGET] * B,
+            torch.cat([x_t, x_t]),
+            torch.cat([t, t]),
+            torch.cat([expand(inputs.cond_src, B), expand(inputs.cond_tgt, B)]),
+            control=None if control is None else torch.cat([control, control]),
+        )
+        e_psi, e_phi = e.chunk(2)
         return e_psi - e_phi
 
     def compute_gradient(self, inputs: MethodInputs) -> tuple[Tensor, dict[str, float]]:
@@ -172,32 +188,62 @@ class PIVA(EditMethod):
         if not self.warmed_up:
             self.warm_up(inputs)
         x = inputs.x.detach().float()
-        B = x.shape[0]
         ac = self.model.alphas_cumprod
-        # 1. t (annealed) and eps, x_t by the forward process
+        # 1. t (annealed) and eps, x_t (and x_hat_t, same eps and t) by the forward process
         t, eps = self.timestep_and_noise(inputs, x)
         x_t = add_noise(x, eps, t, ac)
-        control = inputs.control if c.control_base else None
-        # 2. DDS term of eq. 9
-        if c.use_source_latent:
-            xs_t = add_noise(self._need_source(inputs), eps, t, ac)
-            e_tgt, e_src = guided_pair(self.model, x_t, xs_t, t, inputs, c.guidance_scale)
-            dds = e_tgt - e_src
-        else:
-            # same x_t in both branches: CFG_tgt - CFG_src = s (e_tgt - e_src), the uncond cancels
-            with torch.no_grad():
-                e = self.model.predict_noise(
-                    torch.cat([x_t, x_t]),
-                    torch.cat([t, t]),
-                    torch.cat([expand(inputs.cond_src, B), expand(inputs.cond_tgt, B)]),
-                    control=None if control is None else torch.cat([control, control]),
-                )
-            e_src, e_tgt = e.chunk(2)
-            dds = c.guidance_scale * (e_tgt - e_src)
-        # 3. regulariser of eq. 9 (adapters at CFG 1)
-        reg = self.regulariser(x_t, t, inputs)
+        xs_t = add_noise(self._need_source(inputs), eps, t, ac) if c.use_source_latent else None
+        # 2-3. DDS term and regulariser of eq. 9
+        dds, reg = self._dds_and_regulariser(x_t, xs_t, t, inputs)
         grad = per_sample(weight(c.weighting, ac, t), x) * (dds + c.lambda_identity * reg)
         return grad, {"t": float(t.float().mean()), "reg_norm": float(reg.norm()), "dds_norm": float(dds.norm())}
+
+    def _dds_and_regulariser(
+        self, x_t: Tensor, xs_t: Tensor | None, t: Tensor, inputs: MethodInputs
+    ) -> tuple[Tensor, Tensor]:  # x_t, xs_t [B, ...] (xs_t None: the x_t shortcut), t [B] -> (DDS, reg) [B, ...]
+        """The DDS term (base model, CFG s) and the regulariser (adapters, CFG 1) of eq. 9.
+
+        Base rows: ``[xs_t | uncond, xs_t | src, x_t | uncond, x_t | tgt]`` (eq. 9 as written, never
+        controlled, as :func:`guided_pair`) or ``[x_t | src, x_t | tgt]`` (the shortcut, controlled
+        with ``control_base``); adapter rows ``[x_t | src]`` through psi, ``[x_t | tgt]`` through phi.
+        One call when base and adapter rows take the same kind of control input, else two (the
+        ControlNet runs on a whole batch or not at all)."""
+        c = self.config
+        B = x_t.shape[0]
+        uncond, src, tgt = (expand(v, B) for v in (inputs.cond_uncond, inputs.cond_src, inputs.cond_tgt))
+        if xs_t is not None:
+            base_x, base_c, base_control = [xs_t, xs_t, x_t, x_t], [uncond, src, uncond, tgt], None
+        else:
+            base_x, base_c = [x_t, x_t], [src, tgt]
+            base_control = torch.cat([inputs.control] * 2) if c.control_base and inputs.control is not None else None
+        k = len(base_x)
+        adapter_control = torch.cat([inputs.control] * 2) if c.adapter_control and inputs.control is not None else None
+        adapter_rows = [SOURCE] * B + [TARGET] * B
+        if (base_control is None) == (adapter_control is None):
+            controls = None if base_control is None else torch.cat([base_control, adapter_control])
+            e = self.adapters.predict_rows(
+                [BASE] * (k * B) + adapter_rows,
+                torch.cat(base_x + [x_t, x_t]),
+                t.repeat(k + 2),
+                torch.cat(base_c + [src, tgt]),
+                control=controls,
+            )
+            e_base, e_adapters = e[: k * B], e[k * B :]
+        else:
+            with torch.no_grad():  # the adapters are off outside LoraPair's calls: the pretrained model
+                e_base = self.model.predict_noise(torch.cat(base_x), t.repeat(k), torch.cat(base_c), control=base_control)
+            e_adapters = self.adapters.predict_rows(
+                adapter_rows, torch.cat([x_t, x_t]), t.repeat(2), torch.cat([src, tgt]), control=adapter_control
+            )
+        if xs_t is not None:
+            es_u, es_c, et_u, et_c = e_base.chunk(4)
+            dds = cfg(et_u, et_c, c.guidance_scale) - cfg(es_u, es_c, c.guidance_scale)
+        else:
+            # same x_t in both branches: CFG_tgt - CFG_src = s (e_tgt - e_src), the uncond cancels
+            e_src, e_tgt = e_base.chunk(2)
+            dds = c.guidance_scale * (e_tgt - e_src)
+        e_psi, e_phi = e_adapters.chunk(2)
+        return dds, e_psi - e_phi
 
     def after_step(self, inputs: MethodInputs) -> dict[str, float]:
         """Algorithm 1, last line: psi on the original render (eq. 7), phi on the edited one (eq. 8)."""
@@ -205,20 +251,28 @@ class PIVA(EditMethod):
             return {}
         source = self._need_source(inputs)
         B = source.shape[0]
-        control = inputs.control if self.config.adapter_control else None
+        use_control = self.config.adapter_control
         source_control = inputs.source_control if inputs.source_control is not None else inputs.control
         loss_psi = loss_phi = 0.0
         for _ in range(self.config.adapter_steps):
-            loss_psi = self.adapters.train_step(
-                SOURCE, source, expand(inputs.cond_src, B),
-                control=source_control if self.config.adapter_control else None,
-                null_cond=inputs.cond_null, generator=inputs.generator,
-            )
-            loss_phi = self.adapters.train_step(
-                TARGET, inputs.x.detach(), expand(inputs.cond_tgt, B), control=control,
-                null_cond=inputs.cond_null, generator=inputs.generator,
+            loss_psi, loss_phi = self._train_pair(
+                AdapterBatch(SOURCE, source, expand(inputs.cond_src, B), source_control if use_control else None),
+                AdapterBatch(TARGET, inputs.x.detach(), expand(inputs.cond_tgt, B), inputs.control if use_control else None),
+                inputs,
             )
         return {"lora_psi": loss_psi, "lora_phi": loss_phi}
+
+    def _train_pair(self, psi: AdapterBatch, phi: AdapterBatch, inputs: MethodInputs) -> tuple[float, float]:
+        """One diffusion-loss step of psi and of phi (random draws: psi's, then phi's); (loss_psi, loss_phi)."""
+        kw: dict[str, Any] = {"null_cond": inputs.cond_null, "generator": inputs.generator}
+        if (psi.control is None) != (phi.control is None):
+            # a source depth without a render depth: the ControlNet cannot run on half a batch
+            return (
+                self.adapters.train_step(psi.name, psi.x0, psi.cond, control=psi.control, **kw),
+                self.adapters.train_step(phi.name, phi.x0, phi.cond, control=phi.control, **kw),
+            )
+        losses = self.adapters.train_steps([psi, phi], **kw)
+        return losses[SOURCE], losses[TARGET]
 
     def state_dict(self) -> dict[str, Any]:
         return {"adapters": self.adapters.state_dict(), "warmed_up": self.warmed_up}
@@ -230,3 +284,59 @@ class PIVA(EditMethod):
     def close(self) -> None:
         """Remove the adapters from the model (the model is the pretrained one again)."""
         self.adapters.remove()
+
+
+class PIVAUnbatched(PIVA):
+    """PIVA with one model call per adapter, as it was before the batching: the REFERENCE the tests
+    hold :class:`PIVA` to and ``bench/edit_step.py --unbatched`` measures it against. Not registered.
+
+    The base model's pair (one call), psi's and phi's predictions (one call each), psi's and phi's
+    training steps (one forward and backward each)."""
+
+    name = "piva_unbatched"
+
+    @classmethod
+    def beside(cls, method: PIVA) -> "PIVAUnbatched":
+        """The reference path on ``method``'s own model and adapters (one pair of adapters, so both
+        paths can alternate on one UNet, step by step: ``bench/edit_step.py --unbatched``). Only
+        ``method`` may be closed."""
+        view = cls.__new__(cls)
+        EditMethod.__init__(view, method.config, method.model)
+        view.adapters = method.adapters
+        view.warmed_up = method.warmed_up
+        return view
+
+    def regulariser(self, x_t: Tensor, t: Tensor, inputs: MethodInputs) -> Tensor:
+        B = x_t.shape[0]
+        control = inputs.control if self.config.adapter_control else None
+        e_psi = self.adapters.predict(SOURCE, x_t, t, expand(inputs.cond_src, B), control=control)
+        e_phi = self.adapters.predict(TARGET, x_t, t, expand(inputs.cond_tgt, B), control=control)
+        return e_psi - e_phi
+
+    def _dds_and_regulariser(
+        self, x_t: Tensor, xs_t: Tensor | None, t: Tensor, inputs: MethodInputs
+    ) -> tuple[Tensor, Tensor]:
+        c = self.config
+        B = x_t.shape[0]
+        if xs_t is not None:
+            e_tgt, e_src = guided_pair(self.model, x_t, xs_t, t, inputs, c.guidance_scale)
+            dds = e_tgt - e_src
+        else:
+            control = inputs.control if c.control_base else None
+            with torch.no_grad():
+                e = self.model.predict_noise(
+                    torch.cat([x_t, x_t]),
+                    torch.cat([t, t]),
+                    torch.cat([expand(inputs.cond_src, B), expand(inputs.cond_tgt, B)]),
+                    control=None if control is None else torch.cat([control, control]),
+                )
+            e_src, e_tgt = e.chunk(2)
+            dds = c.guidance_scale * (e_tgt - e_src)
+        return dds, self.regulariser(x_t, t, inputs)
+
+    def _train_pair(self, psi: AdapterBatch, phi: AdapterBatch, inputs: MethodInputs) -> tuple[float, float]:
+        kw: dict[str, Any] = {"null_cond": inputs.cond_null, "generator": inputs.generator}
+        return (
+            self.adapters.train_step(psi.name, psi.x0, psi.cond, control=psi.control, **kw),
+            self.adapters.train_step(phi.name, phi.x0, phi.cond, control=phi.control, **kw),
+        )

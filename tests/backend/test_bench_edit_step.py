@@ -45,12 +45,43 @@ def test_bench_method_times_and_counts_every_method_on_the_tiny_model(edit_step,
     model = DiffusionModel.load(
         str(folder), controlnet=str(folder / "controlnet"), device=torch.device("cpu"), dtype=torch.float32
     )
-    figures = {name: edit_step.bench_method(name, model, resolution=32, reps=1) for name in METHODS}
+    names = edit_step.run_order(list(METHODS), unbatched=True)
+    assert names == ["sds", "dds", "pds", "ssd", "piva", "piva_unbatched"]  # the reference beside piva
+    figures = {name: edit_step.bench_method(name, model, resolution=32, reps=1) for name in names}
     for name, f in figures.items():
         assert f["ms"] > 0 and f["tflop"] > 0, name
         assert math.isfinite(f["peak_mb"]) and f["peak_mb"] >= 0, name
         assert "floor_ms" not in f  # the H100 floor is printed on CUDA only
     # PIVA adds adapter evaluations and training to a DDS-like call: more work than SDS's one call of 2
     assert figures["piva"]["tflop"] > 1.5 * figures["sds"]["tflop"]
+    # batching moves rows between calls, it does not add or drop work
+    assert figures["piva_unbatched"]["tflop"] == pytest.approx(figures["piva"]["tflop"], rel=0.02)
     # bench_method closes each method: PIVA's adapters are gone from the UNet afterwards
     assert not any("lora_" in n for n, _ in model.unet.named_parameters())
+
+
+def test_ratios_are_printed_only_for_methods_that_ran(edit_step):
+    ms, tflop = {"dds": 100.0, "piva": 170.0, "piva_unbatched": 400.0}, {"dds": 1.0, "piva": 1.67, "piva_unbatched": 1.67}
+    assert edit_step.ratios(ms, tflop) == pytest.approx(
+        {"ratio_piva_dds": 1.7, "tflop_ratio_piva_dds": 1.67, "ratio_piva_unbatched_dds": 4.0, "speedup_piva": 400 / 170}
+    )
+    assert edit_step.ratios({"piva": 1.0}, {"piva": 1.0}) == {}
+    assert edit_step.run_order(["dds", "piva"], unbatched=False) == ["dds", "piva"]
+
+
+def test_unbatched_needs_piva(edit_step):
+    with pytest.raises(SystemExit):
+        edit_step.parse_args(["--methods", "dds", "--unbatched"])
+
+
+def test_bench_methods_alternates_piva_and_its_unbatched_view_on_one_pair_of_adapters(edit_step, tmp_path):
+    folder = save_tiny_model(tmp_path / "tiny")
+    model = DiffusionModel.load(
+        str(folder), controlnet=str(folder / "controlnet"), device=torch.device("cpu"), dtype=torch.float32
+    )
+    names = edit_step.run_order(["dds", "piva"], unbatched=True)
+    figures = edit_step.bench_methods(names, model, resolution=32, reps=2)
+    assert set(figures) == {"dds", "piva", "piva_unbatched"}
+    assert all(f["ms"] > 0 and f["tflop"] > 0 for f in figures.values())
+    assert figures["piva_unbatched"]["tflop"] == pytest.approx(figures["piva"]["tflop"], rel=0.02)
+    assert not any("lora_" in n for n, _ in model.unet.named_parameters())  # piva closed, once

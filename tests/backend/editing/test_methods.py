@@ -273,9 +273,16 @@ def test_piva_adapters_get_the_depth_only_on_the_controlnet_path(adapter_control
     inputs.control = torch.rand(SHAPE[0], 3, 4, 4)
     method = PIVA(PIVAConfig(**fixed_t(adapter_control=adapter_control)), model)
     method.step(inputs)
-    # call 1: the base model's batched DDS pair (never controlled unless control_base);
-    # calls 2-3: psi and phi predictions; calls 4-5: their training steps
-    assert model.with_control == [False] + [adapter_control] * 4
+    B = SHAPE[0]
+    if adapter_control:
+        # call 1: the base model's DDS call of 4 (never controlled unless control_base); call 2: psi
+        # and phi predictions in one call; call 3: their training steps, one forward and backward
+        assert model.with_control == [False, True, True]
+        assert model.calls == [4 * B, 2 * B, 2 * B]
+    else:
+        # nobody takes the depth: base and adapter predictions share one call, then the training
+        assert model.with_control == [False, False]
+        assert model.calls == [6 * B, 2 * B]
 
 
 def test_piva_warmup_brings_the_step0_regulariser_towards_zero():
@@ -294,7 +301,8 @@ def test_piva_warmup_brings_the_step0_regulariser_towards_zero():
     # the first step warms up by itself, once; a checkpoint keeps that it happened
     fresh = PIVA(PIVAConfig(**fixed_t(adapter_warmup_steps=3)), model := LinearPredictor())
     fresh.step(make_inputs(source=source))
-    assert fresh.warmed_up and len(model.calls) == 1 + 2 * 3 + 2 + 2
+    # 3 batched warm-up steps (psi and phi together), the step's one call, its batched training step
+    assert fresh.warmed_up and model.calls == [2 * SHAPE[0]] * 3 + [6 * SHAPE[0], 2 * SHAPE[0]]
     restored = PIVA(PIVAConfig(**fixed_t(adapter_warmup_steps=3)), LinearPredictor())
     restored.load_state_dict(fresh.state_dict())
     assert restored.warmed_up

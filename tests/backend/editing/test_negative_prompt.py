@@ -66,7 +66,8 @@ EXPECTED = {
     "dds": ["neg", "src", "neg", "tgt"],
     "pds": ["neg", "src", "neg", "tgt"],
     "ssd": ["src", "tgt", "neg", "null"],  # prompt enhancement takes it; the cross-trajectory term does not
-    "piva": ["neg", "src", "neg", "tgt"],
+    # without depth the DDS rows and the adapters' rows (psi: src, phi: tgt, CFG 1) share one call
+    "piva": ["neg", "src", "neg", "tgt", "src", "tgt"],
 }
 
 
@@ -90,10 +91,9 @@ def test_the_empty_negative_prompt_is_todays_behaviour(method):
 
 def test_piva_adapter_dropout_stays_the_empty_prompt():
     calls, _ = run("piva", NEG, lora_condition_dropout=1.0)
-    guided, reg_psi, reg_phi, train_psi, train_phi = calls
-    assert per_image(guided) == EXPECTED["piva"]
-    assert reg_psi == ["src"] * B and reg_phi == ["tgt"] * B  # adapters at CFG 1: no uncond
-    assert train_psi == ["null"] * B and train_phi == ["null"] * B  # dropout: unconditional training
+    guided_and_reg, train = calls
+    assert per_image(guided_and_reg) == EXPECTED["piva"]  # adapters at CFG 1: no uncond in their rows
+    assert train == ["null"] * (2 * B)  # psi's and phi's rows, dropped: unconditional training
 
 
 def test_piva_paper_shortcut_has_no_unconditional_branch():
