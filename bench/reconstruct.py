@@ -3,14 +3,25 @@
 For each resolution (64 and 128 by default) prints the training curve (step, seconds, batch PSNR)
 and the held-out figures ``heldout_psnr_db_R``, ``depth_error_rel_R`` (mean |planar depth error|
 on held-out foreground pixels over the box size) and ``fit_seconds_R``. Goal: >= 30 dB at 128 px
-within a few minutes on 2 CPU cores.
+within a few minutes on 2 CPU cores. The defaults are the fit of the ``preview`` preset, the one
+the demo runs (600 steps of 1024 rays, 64 samples per ray, 40 + 4 views).
+
+The same capture is fitted twice (issue 18): with the reference paths of the CPU fit
+(``TrainerConfig(fast_paths=False)``: the hash-grid lookup and pruning as before the fast twins)
+and with the current default (``fast_paths=True``), in ``--order`` (``--repeats`` alternates them
+further: the machine is shared, so only side-by-side ratios mean something). Each variant prints
+``heldout_psnr_db_R_V``, ``depth_error_rel_R_V``, ``fit_seconds_R_V`` (V = ``before`` or ``after``,
+medians over repeats); the plain names are the current default's, and ``fit_speedup_R`` is
+before / after.
 
     .venv/bin/python bench/reconstruct.py [--resolutions 64 128] [--steps 600] [--views 40] [--threads 2]
+        [--variants before after] [--repeats 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -26,6 +37,10 @@ from backend.progress import StageReporter  # noqa: E402
 from backend.reconstruct.trainer import TrainerConfig, fit_field  # noqa: E402
 from blender_piva.scene.capture import capture_object  # noqa: E402
 from blender_piva.contract import CaptureSettings, ReconstructSettings  # noqa: E402
+
+
+VARIANTS = {"before": False, "after": True}
+"""Bench variant -> ``TrainerConfig.fast_paths``."""
 
 
 def make_textured_suzanne() -> "bpy.types.Object":
@@ -75,6 +90,9 @@ def main() -> None:
     parser.add_argument("--eval-views", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the bench machine has 2 cores)")
     parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["before", "after"],
+                        help="fits per capture, in this order: reference paths (before) and fast twins (after)")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of the variants; even rounds run them reversed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -94,18 +112,35 @@ def main() -> None:
                 checkpoint_every=args.steps,
                 preview_every=args.steps,
             )
-            metrics = fit_field(
-                dataset,
-                settings,
-                Path(tmp) / f"fit_{res}",
-                device=torch.device("cpu"),
-                seed=0,
-                reporter=CurveReporter(max(args.steps // 10, 1)),
-                config=TrainerConfig(eval_views=args.eval_views),
-            )
-            print(f"heldout_psnr_db_{res}: {metrics['heldout_psnr_db']:.2f}")
-            print(f"depth_error_rel_{res}: {metrics['depth_error_rel']:.4f}")
-            print(f"fit_seconds_{res}: {metrics['fit_seconds']:.1f}")
+            figures: dict[str, dict[str, list[float]]] = {v: {} for v in args.variants}
+            for rep in range(args.repeats):
+                order = args.variants if rep % 2 == 0 else args.variants[::-1]
+                for variant in order:
+                    print(f"fit {variant} (round {rep + 1} of {args.repeats})", flush=True)
+                    metrics = fit_field(
+                        dataset,
+                        settings,
+                        Path(tmp) / f"fit_{res}_{variant}_{rep}",
+                        device=torch.device("cpu"),
+                        seed=0,
+                        reporter=CurveReporter(max(args.steps // 10, 1)),
+                        config=TrainerConfig(eval_views=args.eval_views, fast_paths=VARIANTS[variant]),
+                    )
+                    for key in ("heldout_psnr_db", "depth_error_rel", "fit_seconds"):
+                        figures[variant].setdefault(key, []).append(metrics[key])
+            for variant in args.variants:
+                m = {k: statistics.median(v) for k, v in figures[variant].items()}
+                print(f"heldout_psnr_db_{res}_{variant}: {m['heldout_psnr_db']:.2f}")
+                print(f"depth_error_rel_{res}_{variant}: {m['depth_error_rel']:.4f}")
+                print(f"fit_seconds_{res}_{variant}: {m['fit_seconds']:.1f}")
+            current = "after" if "after" in figures else args.variants[0]
+            m = {k: statistics.median(v) for k, v in figures[current].items()}
+            print(f"heldout_psnr_db_{res}: {m['heldout_psnr_db']:.2f}")
+            print(f"depth_error_rel_{res}: {m['depth_error_rel']:.4f}")
+            print(f"fit_seconds_{res}: {m['fit_seconds']:.1f}")
+            if "before" in figures and "after" in figures:
+                speedup = statistics.median(figures["before"]["fit_seconds"]) / m["fit_seconds"]
+                print(f"fit_speedup_{res}: {speedup:.2f}")
 
 
 if __name__ == "__main__":

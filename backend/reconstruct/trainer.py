@@ -73,6 +73,11 @@ class TrainerConfig:
     """Held-out views rendered for the final metrics (the first ones of the eval split)."""
     preview_size: int = 64
     """Longest side of preview renders, pixels (smaller previews cost less on the CPU)."""
+    fast_paths: bool = True
+    """Run the fast twins of the CPU fit (HashEncoding.corner_rows with a complex64 gather,
+    front-to-back pruning in StratifiedSampler). False runs their reference paths, which give the
+    same numbers up to float rounding at the pre-issue-18 cost: bench/reconstruct.py fits both.
+    Not part of the checkpoint's fingerprint, since either resumes the other's fit."""
 
 
 def psnr_db(mse: float) -> float:
@@ -211,6 +216,10 @@ def _setup(
         torch.manual_seed(seed)
         field = NGPField(field_config).to(device)
     sampler = make_sampler(field.aabb, settings.samples_per_ray, device, occupancy_resolution=config.occupancy_resolution)
+    if not config.fast_paths:
+        field.encoding.reference = True
+        if hasattr(sampler, "prune_chunk"):  # the twin; nerfacc's CUDA sampler has no such choice
+            sampler.prune_chunk = 0
     optimizer = torch.optim.Adam(field.parameters(), lr=settings.learning_rate, betas=(0.9, 0.99), eps=1e-15)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, settings.steps, config.warmup_steps, config.final_lr_fraction)
@@ -305,7 +314,7 @@ def _fingerprint(settings, config: TrainerConfig, field_config: NGPFieldConfig, 
     """Hash of everything that must match for a checkpoint to be resumable."""
     payload = {
         "settings": dataclasses.asdict(settings),
-        "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("field", "eval_views", "preview_size")},
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if k not in ("field", "eval_views", "preview_size", "fast_paths")},
         "field": dataclasses.asdict(field_config),
         "seed": seed,
         "train_views": dataset.train.names,

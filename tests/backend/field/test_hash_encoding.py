@@ -127,3 +127,41 @@ def test_frozen_fine_levels_get_no_gradient_and_coarse_ones_do():
     optimizer = torch.optim.Adam(enc.parameters(), lr=1e-2, betas=(0.9, 0.99), eps=1e-15)
     optimizer.step()
     assert torch.equal(enc.table.detach()[~keep], before[~keep])  # Adam leaves frozen rows exactly
+
+
+@pytest.mark.parametrize("features", [2, 4])
+def test_fast_lookup_equals_the_reference_values_and_gradients(features):
+    # 6 levels from 4 to 128 cells with 2^10 rows: dense levels, then hashed ones (both blocks).
+    enc = HashEncoding(num_levels=6, features_per_level=features, log2_table_size=10, base_resolution=4, max_resolution=128)
+    assert 0 < enc._num_dense < enc.num_levels
+    with torch.no_grad():
+        enc.table.normal_(generator=torch.Generator().manual_seed(0))
+    x = torch.rand(700, 3, generator=torch.Generator().manual_seed(1))
+    x[:4] = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.5], [0.5, 1.0, 0.0]])  # box corners and faces
+    idx, w = enc.corner_indices(x)
+    rows, w_fast = enc.corner_rows(x)
+    assert rows.dtype == torch.int32 and rows.shape == (6, 700, 8)  # level-major
+    assert torch.equal(rows.transpose(0, 1).long(), idx) and torch.equal(w_fast.transpose(0, 1), w)
+    grad_out = torch.randn(700, enc.out_dim, generator=torch.Generator().manual_seed(2))
+    outs, grads = [], []
+    for reference in (True, False):
+        enc.reference = reference
+        enc.table.grad = None
+        out = enc(x)
+        out.backward(grad_out)
+        outs.append(out.detach())
+        grads.append(enc.table.grad.clone())
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=0)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-6, atol=1e-6)
+    assert grads[1].abs().max() > 0
+
+
+def test_fast_lookup_keeps_the_frozen_levels_mask():
+    # The complex view must still route the gradient through the table's hook (freeze_levels_above).
+    enc = HashEncoding(num_levels=6, features_per_level=2, log2_table_size=12, base_resolution=4, max_resolution=64)
+    assert not enc.reference
+    limit = float(enc.resolutions[2])
+    keep = enc.rows_up_to(limit)
+    enc.freeze_levels_above(limit)
+    enc(torch.rand(512, 3)).pow(2).sum().backward()
+    assert enc.table.grad[~keep].abs().max() == 0.0 and enc.table.grad[keep].abs().max() > 0.0

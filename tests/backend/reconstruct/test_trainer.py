@@ -141,3 +141,19 @@ def test_a_truncated_checkpoint_or_one_of_wrong_shapes_names_the_file(dataset, t
     save_checkpoint(stem, tensors, state)
     with pytest.raises(CheckpointError, match="size mismatch"):
         fit_field(dataset, settings(), tmp_path, device=CPU, seed=0, reporter=silent(), config=TINY)
+
+
+def test_fast_paths_fit_the_same_field_as_the_reference_paths(dataset, tmp_path):
+    # TrainerConfig.fast_paths swaps in the fast twins (hash-grid lookup, front-to-back pruning):
+    # same batches, same samples, same field up to float rounding.
+    import dataclasses
+
+    s = settings(steps=5)
+    fields = []
+    for fast in (False, True):
+        out = tmp_path / f"fast_{fast}"
+        config = dataclasses.replace(TINY, fast_paths=fast)
+        fit_field(dataset, s, out, device=CPU, seed=1, reporter=StageReporter.silent("reconstruct"), config=config)
+        fields.append(load_field(out / "field", CPU).state_dict())
+    for k in fields[0]:
+        torch.testing.assert_close(fields[1][k], fields[0][k], rtol=1e-4, atol=1e-5, msg=k)

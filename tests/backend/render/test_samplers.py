@@ -80,3 +80,53 @@ def test_occupancy_grid_sampler_agrees_with_stratified():
     torch.testing.assert_close(b["opacity"], a["opacity"], atol=1e-2, rtol=0)
     hit = a["opacity"] > 0.5
     torch.testing.assert_close(b["depth"][hit], a["depth"][hit], atol=2e-2, rtol=0)
+
+
+def _opaque_ball(x):
+    # An opaque ball in a faint fog: rays that hit it stop early, the others cross the whole box.
+    return (x.norm(dim=-1) < 0.6).float() * 500.0 + 0.05
+
+
+def test_front_to_back_pruning_keeps_the_reference_samples_with_fewer_densities():
+    o, d = _rays(300, seed=3)
+    sampler = StratifiedSampler(AABB, num_samples=96, occupancy_resolution=0, prune_chunk=8)
+    raw = sampler.sample(o, d, stratified=True, generator=torch.Generator().manual_seed(4))
+    evaluated = []
+
+    def counted(x):
+        evaluated.append(x.shape[0])
+        return _opaque_ball(x)
+
+    fast = sampler._prune(raw, o, d, counted)
+    n_fast = sum(evaluated)
+    evaluated.clear()
+    ref = sampler._prune_reference(raw, o, d, counted)
+    n_ref = sum(evaluated)
+    assert n_ref == raw.t_starts.numel()
+    assert n_fast < 0.8 * n_ref  # the samples behind the ball are never evaluated
+    assert torch.equal(fast.ray_indices, ref.ray_indices)
+    assert torch.equal(fast.t_starts, ref.t_starts) and torch.equal(fast.t_ends, ref.t_ends)
+    assert fast.n_rays == ref.n_rays == 300
+    # prune_chunk=0 is the reference path itself.
+    sampler.prune_chunk = 0
+    same = sampler.sample(o, d, sigma_fn=_opaque_ball, stratified=True, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(same.t_starts, ref.t_starts)
+
+
+def test_front_to_back_pruning_renders_like_the_full_comb():
+    # Without fog (whose alphas fall under alpha_thre, so pruning rightly drops them) the pruned
+    # samples render what every sample renders, to the early-stop transmittance.
+    o, d = _rays(200, seed=5)
+    full = StratifiedSampler(AABB, num_samples=128, occupancy_resolution=0)
+
+    def ball(x):
+        return (x.norm(dim=-1) < 0.6).float() * 500.0
+
+    def ball_field(x):
+        return ball(x), torch.full_like(x, 0.3)
+
+    a = render_rays(ball_field, o, d, full.sample(o, d))
+    b = render_rays(ball_field, o, d, full.sample(o, d, sigma_fn=ball))
+    assert int((a["opacity"] > 0.5).sum()) > 50
+    torch.testing.assert_close(b["opacity"], a["opacity"], atol=2e-3, rtol=0)
+    torch.testing.assert_close(b["rgb"], a["rgb"], atol=2e-3, rtol=0)
