@@ -13,9 +13,17 @@ Prints the median seconds of each export step with its face count, then
   held-out cameras, pinned to the source's normalised frame) and compared with the captured
   held-out views, whole image composited on white; ``texture_psnr_fg_db`` over the source's
   foreground (alpha > 0.5) only; ``*_lit_*``: the same with the bake's de-lighting off;
-* ``export_seconds``: median total of the export stage.
+* ``export_seconds``: median total of the export stage;
+* ``export_extract_seconds_G`` (G = ``--grid``, goal at 256: under 10 s on 2 cores): median seconds
+  of the extract step (coarse grid, coarse-to-fine field queries, sealing, marching cubes).
+
+``--field DIR`` extracts a saved field (``reconstruction/field`` of a job) only, coarse-to-fine
+(``export_extract_seconds_G``, ``export_extract_samples_queried``, ``export_extract_query_fraction``
+of the coarse plus full fine grid's queries) and, with ``--compare-full``, on the full grid too: ``export_extract_full_seconds_G`` and the
+differences (``extract_vertices_*``, ``extract_volume_rel_diff``, ``extract_chamfer_rel``).
 
     .venv/bin/python bench/export.py --analytic [--grid 256] [--runs 3]
+    .venv/bin/python bench/export.py --field JOB/reconstruction/field [--compare-full] [--runs 3]
     OMP_NUM_THREADS=1 .venv/bin/python bench/export.py [--views 40 --fit-steps 500 --work DIR]
         # Suzanne: capture (Cycles, 128 px) -> fit -> export (de-lit and lit) -> import -> render
 """
@@ -39,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from PIL import Image  # noqa: E402
 
 from backend.export.analytic import TorusField  # noqa: E402
-from backend.export.extract import default_iso_density  # noqa: E402
+from backend.export.extract import ExtractSettings, default_iso_density, extract_mesh  # noqa: E402
 from backend.export.glb import read_glb  # noqa: E402
 from backend.export.pipeline import export_field  # noqa: E402
 from backend.progress import StageReporter  # noqa: E402
@@ -318,6 +326,44 @@ def bench_full(args, device) -> dict:
     return report
 
 
+def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
+    a, b, c = (vertices[faces[:, k]].astype(np.float64) for k in range(3))
+    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6.0)
+
+
+def bench_field(args, device) -> dict:
+    """Extract a saved field coarse-to-fine (and, with --compare-full, on the full grid); compare."""
+    from scipy.spatial import cKDTree
+
+    from backend.field.ngp_field import load_field
+
+    field = load_field(args.field, device=device)
+    report: dict = {}
+    meshes = {}
+    for name, block_cells in (("fast", 4), ("full", 0)) if args.compare_full else (("fast", 4),):
+        times = []
+        for _ in range(args.runs if name == "fast" else 1):
+            t0 = time.perf_counter()
+            meshes[name] = extract_mesh(field, ExtractSettings(grid_resolution=args.grid, block_cells=block_cells),
+                                        device=device)
+            times.append(time.perf_counter() - t0)
+        report[f"{name}_s"] = statistics.median(times)
+    fast = meshes["fast"]
+    report["queried"] = fast.samples_queried
+    report["query_fraction"] = fast.samples_queried / (np.prod(fast.grid_shape) + args.coarse ** 3)
+    if "full" in meshes:
+        full = meshes["full"]
+        report["vertices_fast"], report["vertices_full"] = len(fast.vertices), len(full.vertices)
+        vf, vg = signed_volume(fast.vertices, fast.faces), signed_volume(full.vertices, full.faces)
+        report["volume_rel_diff"] = abs(vf - vg) / max(abs(vg), 1e-12)
+        # vertex-to-vertex Chamfer (an upper bound of the surface one) over the full mesh's bbox diagonal
+        d1 = cKDTree(full.vertices).query(fast.vertices)[0] if len(fast.vertices) else np.array([np.inf])
+        d2 = cKDTree(fast.vertices).query(full.vertices)[0] if len(fast.vertices) else np.array([np.inf])
+        diag = float(np.linalg.norm(full.vertices.max(0) - full.vertices.min(0)))
+        report["chamfer_rel"] = 0.5 * (d1.mean() + d2.mean()) / diag
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--analytic", action="store_true", help="export an analytic torus instead of a fitted field")
@@ -332,11 +378,26 @@ def main() -> None:
     parser.add_argument("--eval-views", type=int, default=4, help="full mode: held-out views (texture PSNR)")
     parser.add_argument("--fit-steps", type=int, default=500, help="full mode: reconstruction steps")
     parser.add_argument("--work", default=None, help="full mode: working folder; reuses its capture and fit")
+    parser.add_argument("--field", default=None, help="extract this saved field only (a job's reconstruction/field)")
+    parser.add_argument("--compare-full", action="store_true", help="--field: also extract on the full grid, compare")
     args = parser.parse_args()
+    args.coarse = ExtractSettings().coarse_resolution
     if args.runs is None:
         args.runs = 3 if args.analytic else 1
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
+    if args.field:
+        r = bench_field(args, device)
+        print(f"export_extract_seconds_{args.grid}: {r['fast_s']:.3f}")
+        print(f"export_extract_samples_queried: {r['queried']}")
+        print(f"export_extract_query_fraction: {r['query_fraction']:.4f}")
+        if "full_s" in r:
+            print(f"export_extract_full_seconds_{args.grid}: {r['full_s']:.3f}")
+            print(f"extract_vertices_fast: {r['vertices_fast']}")
+            print(f"extract_vertices_full: {r['vertices_full']}")
+            print(f"extract_volume_rel_diff: {r['volume_rel_diff']:.2e}")
+            print(f"extract_chamfer_rel: {r['chamfer_rel']:.2e}")
+        return
     report = bench_analytic(args, device) if args.analytic else bench_full(args, device)
     for step in STEPS:
         faces = report["faces"].get(step)
@@ -356,6 +417,7 @@ def main() -> None:
     print(f"chamfer_rel: {report['chamfer_rel']:.6f}")
     print(f"texture_psnr_db: {report['texture_psnr_db']:.2f}")
     print(f"export_seconds: {report['total_s']:.3f}")
+    print(f"export_extract_seconds_{args.grid}: {report['timings_s']['extract']:.3f}")
 
 
 if __name__ == "__main__":

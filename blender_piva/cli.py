@@ -104,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="negative prompt: what the edit should steer away from (default: none)")
         p.add_argument("--memory", default="balanced", choices=MEMORY_MODES,
                        help="GPU memory mode: fast, balanced (default) or low (slower, less memory)")
+        p.add_argument("--field", default="rgb", choices=contract.FIELDS,
+                       help="rgb (default): fit colours, the VAE encodes every edit render; latent: fit the model's "
+                       "latents (ED-NeRF), no VAE in the edit loop, faster steps")
         p.add_argument("--jobs", default="", help="folder for job folders (default: a temporary folder)")
         p.add_argument("--job-dir", default="", help="resume this job folder")
         p.add_argument(

@@ -162,3 +162,52 @@ def test_headless_variants_then_resume_of_the_finished_queue(tmp_path, tiny_mode
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert missing.returncode == 1 and "no object named 'Nope'" in missing.stderr
+
+
+def test_headless_cli_latent_field_mode_imports_the_result_next_to_the_untouched_source(tmp_path, tiny_model):
+    """`cli edit --field latent` (ED-NeRF): a latent fit, an edit without the VAE encoder, a textured
+    mesh imported beside the source, which stays as it was."""
+    scene_file = tmp_path / "scene.blend"
+    make = (
+        "import bpy, sys; sys.path.insert(0, {root!r}); import toy_world;"
+        "bpy.ops.wm.read_factory_settings(use_empty=True); toy_world.add_object('red', 'cube', name='Box');"
+        "bpy.ops.wm.save_as_mainfile(filepath={path!r})"
+    ).format(root=str(ROOT), path=str(scene_file))
+    subprocess.run([sys.executable, "-c", make], check=True, capture_output=True, timeout=120)
+    overrides = {
+        "capture": {"num_views": 8, "resolution": 24},
+        "reconstruct": {"steps": 30, "rays_per_batch": 256, "samples_per_ray": 16, "preview_every": 15},
+        "edit": {"steps": 3, "render_resolution": 12, "preview_every": 3},
+        "export": {"grid_resolution": 32, "texture_size": 64, "face_budget": 500, "iso_density": 0.2},
+    }
+    sets = [f"--set={block}.{key}={json.dumps(value)}" for block, values in overrides.items() for key, value in values.items()]
+    out = subprocess.run(
+        [sys.executable, "-m", "blender_piva.cli", "edit", str(scene_file), "--object", "Box", "--field", "latent",
+         "--method", "dds", "--source", "a red cube", "--target", "a blue cube", "--preset", "test",
+         "--model", str(tiny_model), "--device", "cpu", "--jobs", str(tmp_path / "jobs"),
+         "--save", str(tmp_path / "edited.blend"), *sets],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    job_json = next((tmp_path / "jobs").glob("Box-*/job.json"))
+    spec = contract.load_job(job_json)
+    assert spec.reconstruct.field == "latent"
+    events = contract.EventReader(job_json.parent / contract.EVENTS_FILE).poll()
+    assert any("latent field" in (e.message or "") for e in events if e.type == "stage")
+    assert {"mesh", "texture"} <= set(contract.load_manifest(spec.results_path).files)
+    check = (
+        "import bpy, json; bpy.ops.wm.open_mainfile(filepath={path!r});"
+        "src = bpy.data.objects['Box']; res = [o for o in bpy.data.objects if o.get('piva_job_id')];"
+        "print('STATE', json.dumps({{'results': len(res), 'faces': len(res[0].data.polygons) if res else 0,"
+        "'uv': bool(res and res[0].data.uv_layers), 'src_loc': list(src.location), 'src_faces': len(src.data.polygons),"
+        "'apart': bool(res and (res[0].location - src.location).length > 0.5)}}))"
+    ).format(path=str(tmp_path / "edited.blend"))
+
+    def state_of(path: Path) -> dict:
+        listing = subprocess.run([sys.executable, "-c", check.replace(str(tmp_path / "edited.blend"), str(path))],
+                                 capture_output=True, text=True, timeout=120)
+        return json.loads([l for l in listing.stdout.splitlines() if l.startswith("STATE")][0][6:])
+
+    state, original = state_of(tmp_path / "edited.blend"), state_of(scene_file)
+    assert state["results"] == 1 and state["faces"] > 0 and state["uv"] and state["apart"]
+    assert (state["src_faces"], state["src_loc"]) == (original["src_faces"], original["src_loc"])  # the source as it was

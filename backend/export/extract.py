@@ -1,5 +1,9 @@
 """Marching cubes on the field's density, over a bounding box found coarse-to-fine.
 
+The fine grid is queried only in the blocks where the surface can be (refine.py: the coarse grid
+and a flood fill choose them; the mesh equals the full grid's except for floaters smaller than a
+block that no coarse sample saw); ``block_cells = 0`` queries every fine sample.
+
 Iso-level. A density ``sigma`` means a segment of length ``d`` has opacity ``1 - exp(-sigma d)``.
 We place the surface where a segment one reference cell long is half opaque:
 ``sigma_iso = ln 2 / d_ref``, with ``d_ref`` = the side of the field's box / 256 (the cell of the
@@ -23,6 +27,7 @@ import torch
 
 from backend.export.field_like import FieldLike
 from backend.export.interior import solid_occupancy
+from backend.export.refine import RefineStats, refine_density_grid
 
 REFERENCE_CELLS = 256
 """Cells per box side that define the default iso-level (see the module docstring)."""
@@ -47,6 +52,15 @@ class ExtractSettings:
     """Coarse cells of margin around the occupied box (catches thin parts the coarse grid missed)."""
     iso_density: float | None = None
     """Density of the surface; None = ln 2 / (box side / 256), see the module docstring."""
+    block_cells: int = 4
+    """Fine cells per side of a refinement block (refine.py); 0 = query every fine sample (the
+    reference the coarse-to-fine pass is tested against). With 4, the bench's torus at 256 queries
+    1.18 M samples instead of 6.40 M (same mesh), a 100-step fit of a cube 0.30 M instead of 17.2 M."""
+    coarse_margin: float = 1.0
+    """Coarse samples below iso / margin count as outside, above iso * margin as inside (refine.py).
+    The flood fill makes the mesh exact whatever the margin; a larger one also finds floaters
+    smaller than a block, but refines every block of a fit's faint fog (a 100-step fit of a cube
+    has iso / 10 < density < iso in 99.7 % of its box)."""
     chunk_size: int = 1 << 18
     """Points per field query, rounded to whole x-planes of the grid (bounds the memory of one query)."""
     aabb: tuple[tuple[float, float, float], tuple[float, float, float]] = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
@@ -69,6 +83,10 @@ class ExtractedMesh:
     box: np.ndarray  # [2, 3] float32: min and max corner of the sampled fine grid
     grid_shape: tuple[int, int, int]
     """Samples per axis of the fine grid."""
+    samples_queried: int = 0
+    """Field queries of the coarse and the fine grid together."""
+    refine: RefineStats | None = None
+    """What the coarse-to-fine pass did (None: the full fine grid was queried)."""
 
 
 def default_iso_density(aabb: np.ndarray) -> float:
@@ -109,7 +127,20 @@ def extract_mesh(field: FieldLike, settings: ExtractSettings, *, device: torch.d
     # 2. Fine grid over the occupied box, isotropic cells.
     cell = float(np.max(hi - lo)) / settings.grid_resolution
     shape = tuple(int(n) for n in np.ceil((hi - lo) / cell - 1e-6).astype(np.int64) + 1)
-    fine = sample_density_grid(field, lo, np.full(3, cell), shape, device=device, chunk_size=settings.chunk_size)
+    if settings.block_cells < 0 or settings.block_cells == 1:
+        raise ValueError(f"block_cells must be 0 (full grid) or at least 2, got {settings.block_cells}")
+    refine: RefineStats | None = None
+    if settings.block_cells == 0:
+        fine = sample_density_grid(field, lo, np.full(3, cell), shape, device=device, chunk_size=settings.chunk_size)
+    else:
+        # Unqueried inside samples get the value the interior sealing fills with (below), so a block
+        # left IN looks exactly like a sealed cavity.
+        fine, refine = refine_density_grid(
+            lambda ijk: sample_density_at(field, ijk, lo, np.full(3, cell), device=device, chunk_size=settings.chunk_size),
+            shape, settings.block_cells, iso, settings.coarse_margin, 10.0 * iso, cell, lo,
+            coarse, aabb[0], coarse_cell,
+        )
+    queried = int(np.prod(coarse_shape)) + (int(np.prod(shape)) if refine is None else refine.queried)
     if not np.any(fine > iso):
         raise EmptyFieldError(
             f"the field has no surface: its highest density is {float(fine.max()):.3g} (coarse grid: {peak:.3g}), "
@@ -142,6 +173,8 @@ def extract_mesh(field: FieldLike, settings: ExtractSettings, *, device: torch.d
         cell_size=cell,
         box=box.astype(np.float32),
         grid_shape=shape,  # type: ignore[arg-type]
+        samples_queried=queried,
+        refine=refine,
     )
 
 
@@ -171,4 +204,24 @@ def sample_density_grid(
         )  # [planes*ny*nz, 3]
         sigma = field.density(pts)
         out[i0 : i0 + xs.shape[0]] = sigma.reshape(xs.shape[0], ny, nz).float().cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def sample_density_at(
+    field: FieldLike,
+    ijk: np.ndarray,  # [M, 3] int64 grid indices
+    origin: np.ndarray,  # [3]
+    cell: np.ndarray,  # [3]
+    *,
+    device: torch.device | str = "cpu",
+    chunk_size: int = 1 << 18,
+) -> np.ndarray:  # [M] float32
+    """Density at ``origin + ijk * cell``, with the same float32 arithmetic as sample_density_grid
+    (so a sample queried either way has the same value to the last bit)."""
+    out = np.empty(len(ijk), dtype=np.float32)
+    for i0 in range(0, len(ijk), chunk_size):
+        idx = torch.as_tensor(ijk[i0 : i0 + chunk_size], device=device).to(torch.float32)  # [m, 3]
+        pts = torch.stack([idx[:, a] * float(cell[a]) + float(origin[a]) for a in range(3)], dim=-1)
+        out[i0 : i0 + len(pts)] = field.density(pts).float().cpu().numpy()
     return out

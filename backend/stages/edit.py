@@ -96,8 +96,14 @@ def run(ctx: JobContext) -> dict:
     if owner.done:  # marked done, but its field or metrics do not load: edit again
         owner = contract.set_state(out_dir, owner, "working")
     field_dir = spec.reconstruction_path / folders.FIELD_DIR
+    latent = spec.reconstruct.field == "latent"  # ED-NeRF's latent field: stages/latent_edit.py
     try:
-        original = load_field(field_dir, device=ctx.device)
+        if latent:
+            from .latent_edit import load_source
+
+            original, refiner = load_source(field_dir, ctx.device)
+        else:
+            original = load_field(field_dir, device=ctx.device)
     except FileNotFoundError as exc:
         raise StageError(str(exc), "run the reconstruct stage first (include it in the job's stages)") from None
     device = ctx.device
@@ -128,7 +134,12 @@ def run(ctx: JobContext) -> dict:
     ctx.events.emit("log", stage="edit", message=f"memory mode {spec.model.memory}: {'; '.join(applied)}")
     method = method_class(spec.edit.method)(config, model)
     try:
-        metrics = edit_field(original, model, method, spec, out_dir, device=device, reporter=ctx.reporter("edit"))
+        if latent:
+            from .latent_edit import edit_latent_field
+
+            metrics = edit_latent_field(original, refiner, model, method, spec, out_dir, device=device, reporter=ctx.reporter("edit"))
+        else:
+            metrics = edit_field(original, model, method, spec, out_dir, device=device, reporter=ctx.reporter("edit"))
     except CheckpointError as exc:
         raise StageError(exc.what, exc.hint) from None
     finally:

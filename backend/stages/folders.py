@@ -48,11 +48,14 @@ def capture_fingerprint(capture_dir: Path) -> str:
 
 
 def reconstruction_inputs(spec: contract.JobSpec) -> dict[str, Any]:
-    return {
+    inputs = {
         "transforms_sha256": transforms_digest(spec.capture_path),
         "capture": capture_fingerprint(spec.capture_path),
         "reconstruct": contract.content_settings(spec.reconstruct),
     }
+    if spec.reconstruct.field == "latent":  # a latent fit lives in its model's VAE latent space
+        inputs["model"] = spec.model.model
+    return inputs
 
 
 MODEL_NOT_CONTENT = ("memory",)

@@ -49,10 +49,15 @@ def _fit_or_reuse(ctx: JobContext, inputs: dict) -> dict:
     except CaptureError as exc:
         raise StageError(str(exc), recapture_hint(spec.capture_path)) from None
     try:
-        metrics = fit_field(
-            dataset, spec.reconstruct, out_dir, device=ctx.device, seed=spec.reconstruct.seed,
-            reporter=ctx.reporter("reconstruct"),
-        )
+        if spec.reconstruct.field == "latent":  # ED-NeRF's latent field: stages/latent_fit.py
+            from .latent_fit import fit as fit_latent
+
+            metrics = fit_latent(ctx, dataset, out_dir)
+        else:
+            metrics = fit_field(
+                dataset, spec.reconstruct, out_dir, device=ctx.device, seed=spec.reconstruct.seed,
+                reporter=ctx.reporter("reconstruct"),
+            )
     except CheckpointError as exc:
         raise StageError(exc.what, exc.hint) from None
     # A fit resumed from its last checkpoint runs no step: its final_loss is NaN, which JSON cannot hold.

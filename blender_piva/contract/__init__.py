@@ -47,6 +47,7 @@ from .layout import (
     EXIT_CANCELLED,
     EXIT_ERROR,
     EXIT_OK,
+    FIELDS,
     JOB_FILE,
     LOG_FILE,
     MANIFEST_FILE,
@@ -76,7 +77,7 @@ from .settings import CaptureSettings, EditSettings, ExportSettings, ModelSettin
 
 __all__ = [
     "CANCEL_FILE", "CAPTURE_DIR", "CHECKPOINT_DIR", "CONTRACT_VERSION", "DEVICES", "EVENT_TYPES",
-    "EVENTS_FILE", "EXIT_BAD_JOB", "EXIT_CANCELLED", "EXIT_ERROR", "EXIT_OK", "JOB_FILE", "LOG_FILE",
+    "EVENTS_FILE", "EXIT_BAD_JOB", "EXIT_CANCELLED", "EXIT_ERROR", "EXIT_OK", "FIELDS", "JOB_FILE", "LOG_FILE",
     "MANIFEST_FILE", "MEMORY_MODES", "METHODS", "OWNER_FILE", "PRECISIONS", "PREVIEW_DIR", "RESULTS_DIR", "STAGES",
     "TRANSFORMS_FILE",
     "CancelRequest", "CaptureSettings", "ContractError", "EditSettings", "Event", "EventReader",

@@ -45,6 +45,12 @@ MEMORY_MODES = ("fast", "balanced", "low")
   on the CPU and MPS the offload is a no-op. Slower, never a different edit (VAE tiling applies
   only to renders larger than the VAE's tile, 512+ pixels for Stable Diffusion)."""
 
+FIELDS = ("rgb", "latent")
+"""What the fitted field renders (``reconstruct.field``): ``rgb`` colours (Instant-NGP, the VAE
+encodes every edit render), or ``latent`` the diffusion model's VAE latents directly (ED-NeRF,
+arXiv 2310.02712: a refinement network after the volume rendering, no VAE encoder in the edit
+loop, a render 1/8 of the side for Stable Diffusion; needs a latent model)."""
+
 STAGES = ("reconstruct", "edit", "export")
 """Backend stages, in order. Capture (before) and import (after) happen in Blender."""
 

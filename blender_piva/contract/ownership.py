@@ -126,9 +126,19 @@ def fingerprint_of(inputs: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+ADDED_SETTINGS_DEFAULTS = {"field": "rgb"}
+"""Settings added after folders were first written, with the default that reproduces what those
+folders hold: left out of fingerprints while at that default, so existing folders stay ours
+(``reconstruct.field``: every earlier fit was an RGB fit)."""
+
+
 def content_settings(block: Any) -> dict[str, Any]:
-    """A settings block (a dataclass) as a dict, without NOT_CONTENT_SETTINGS."""
-    return {k: v for k, v in dataclasses.asdict(block).items() if k not in NOT_CONTENT_SETTINGS}
+    """A settings block (a dataclass) as a dict, without NOT_CONTENT_SETTINGS (nor an
+    ADDED_SETTINGS_DEFAULTS entry at its default)."""
+    return {
+        k: v for k, v in dataclasses.asdict(block).items()
+        if k not in NOT_CONTENT_SETTINGS and not (k in ADDED_SETTINGS_DEFAULTS and v == ADDED_SETTINGS_DEFAULTS[k])
+    }
 
 
 def describe_differences(

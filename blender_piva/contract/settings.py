@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._schema import ContractError, check_bool, check_float, check_int, check_range, check_str
-from .layout import MEMORY_MODES, METHODS, PRECISIONS
+from .layout import FIELDS, MEMORY_MODES, METHODS, PRECISIONS
 
 
 @dataclass
@@ -79,8 +79,14 @@ class ReconstructSettings:
     seed: int = 0
     """Seed of the field's initialisation and ray sampling. Kept apart from the job's seed so that
     prompt variants (which differ in the job's seed) share one fitted field."""
+    field: str = "rgb"
+    """One of FIELDS: ``rgb`` fits colours; ``latent`` fits the diffusion model's VAE latents with a
+    refinement network (ED-NeRF), so the edit renders latents directly and never runs the VAE
+    encoder (faster steps; needs a model with a VAE)."""
 
     def validate(self, prefix: str = "reconstruct") -> None:
+        if self.field not in FIELDS:
+            raise ContractError(f"{prefix}.field", f"unknown field {self.field!r}", ", ".join(FIELDS))
         check_int(self.steps, f"{prefix}.steps", 0, 10_000_000)
         check_int(self.rays_per_batch, f"{prefix}.rays_per_batch", 1, 1 << 24)
         check_float(self.learning_rate, f"{prefix}.learning_rate", 0.0, 10.0, low_open=True)

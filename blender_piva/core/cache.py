@@ -69,10 +69,17 @@ def object_key(object_fingerprint: str, capture: contract.CaptureSettings) -> st
     return _digest({"format": CACHE_FORMAT, "object": object_fingerprint, "capture": dataclasses.asdict(capture)})
 
 
-def fit_key(reconstruct: contract.ReconstructSettings) -> str:
-    """Key of the fit within one capture: the settings that change the fitted field."""
+def fit_key(reconstruct: contract.ReconstructSettings, model: str = "") -> str:
+    """Key of the fit within one capture: the settings that change the fitted field, and for a
+    latent field (``reconstruct.field = latent``) the model, whose VAE made its latents. An RGB
+    field keys as before the setting existed (its cached fits stay valid)."""
     settings = {k: v for k, v in dataclasses.asdict(reconstruct).items() if k not in FIT_SETTINGS_IGNORED}
-    return _digest({"format": CACHE_FORMAT, "reconstruct": settings})
+    if settings.get("field") == "rgb":
+        del settings["field"]
+    payload: dict = {"format": CACHE_FORMAT, "reconstruct": settings}
+    if reconstruct.field == "latent":
+        payload["model"] = model
+    return _digest(payload)
 
 
 def cache_entry(
@@ -80,14 +87,16 @@ def cache_entry(
     object_fingerprint: str,
     capture: contract.CaptureSettings,
     reconstruct: contract.ReconstructSettings,
+    model: str = "",
 ) -> CacheEntry:
-    """The entry (existing or not) for an object under these settings."""
+    """The entry (existing or not) for an object under these settings (``model``: the job's
+    model, which a latent field's key includes)."""
     key = object_key(object_fingerprint, capture)
     base = Path(job_root) / CACHE_DIR / key
     return CacheEntry(
         object_key=key,
         capture_dir=base / contract.CAPTURE_DIR,
-        reconstruction_dir=base / f"reconstruction-{fit_key(reconstruct)}",
+        reconstruction_dir=base / f"reconstruction-{fit_key(reconstruct, model)}",
     )
 
 

@@ -78,13 +78,17 @@ def make_request(
 ) -> EditRequest:
     """The one way a request is made. ``choices`` holds the user's edit choices under the names of
     the panel's settings (``method``, ``steps``, ``seed``, ``lambda_identity``, ``preset``,
-    ``use_cache``, and when present ``negative_prompt`` and ``memory``, the memory mode that goes
-    into ``model.memory``): the panel's ``scene.piva`` or the command line's parsed arguments; a
+    ``use_cache``, and when present ``negative_prompt``, ``memory``, the memory mode that goes
+    into ``model.memory``, and ``field``, ``reconstruct.field``: rgb or latent): the panel's ``scene.piva`` or the command line's parsed arguments; a
     step count of 0 or None means the preset's."""
     model = model if model is not None else contract.ModelSettings()
     memory = getattr(choices, "memory", None)
     if memory:
         model = dataclasses.replace(model, memory=memory)
+    overrides = {block: dict(values) for block, values in (overrides or {}).items()}
+    field_kind = getattr(choices, "field", None)
+    if field_kind and "field" not in overrides.get("reconstruct", {}):  # an explicit --set wins
+        overrides.setdefault("reconstruct", {})["field"] = field_kind
     return EditRequest(
         object_name=object_name,
         source_prompt=source_prompt,
@@ -101,7 +105,7 @@ def make_request(
         model=model,
         device=device,
         stages=list(contract.STAGES) if stages is None else list(stages),
-        overrides=dict(overrides or {}),
+        overrides=overrides,
     )
 
 

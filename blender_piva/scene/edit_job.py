@@ -116,7 +116,7 @@ class EditJob:
                 job_dir = (root / job_id).resolve()
             cache_dirs = {}
             if req.use_cache:
-                entry = self._cache_entry(root.resolve(), blocks["capture"], blocks["reconstruct"])
+                entry = self._cache_entry(root.resolve(), blocks["capture"], blocks["reconstruct"], req.model.model)
                 cache_dirs = {"capture_dir": str(entry.capture_dir), "reconstruction_dir": str(entry.reconstruction_dir)}
             spec = contract.JobSpec(
                 job_id=job_id,
@@ -137,11 +137,12 @@ class EditJob:
             raise EditFailed(str(exc), "change the setting named above") from None
 
     def _cache_entry(
-        self, job_root: Path, capture: contract.CaptureSettings, reconstruct: contract.ReconstructSettings
+        self, job_root: Path, capture: contract.CaptureSettings, reconstruct: contract.ReconstructSettings,
+        model: str = "",
     ) -> cache.CacheEntry:
         from .fingerprint import object_fingerprint
 
-        entry = cache.cache_entry(job_root, object_fingerprint(self.source_object()), capture, reconstruct)
+        entry = cache.cache_entry(job_root, object_fingerprint(self.source_object()), capture, reconstruct, model)
         self.cache_entry = entry
         self.cache_hit = {"capture": entry.has_capture, "reconstruction": entry.has_reconstruction}
         return entry

@@ -77,6 +77,7 @@ class VIEW3D_PT_piva(bpy.types.Panel):
         row.prop(settings, "seed")
         col.prop(settings, "preset")
         col.prop(settings, "memory")
+        col.prop(settings, "field")
         col.label(text=_memory_line(context, settings), icon="MEMORY")
 
         row = col.row(align=True)

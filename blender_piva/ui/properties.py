@@ -26,6 +26,12 @@ MEMORY_ITEMS = [
 ]
 assert tuple(m[0] for m in MEMORY_ITEMS) == MEMORY_MODES, "the panel must offer every memory mode"
 
+FIELD_ITEMS = [
+    ("rgb", "RGB", "Fit the object's colours; every edit step encodes the render with the VAE"),
+    ("latent", "Latent", "Fit the diffusion model's latents (ED-NeRF): no VAE in the edit loop, faster steps"),
+]
+assert tuple(f[0] for f in FIELD_ITEMS) == contract.FIELDS, "the panel must offer every field"
+
 PRESET_ITEMS = [(name, p.label, p.description) for name, p in presets.PRESETS.items() if name != "test"]
 
 
@@ -53,6 +59,7 @@ class PIVA_PG_settings(bpy.types.PropertyGroup):
     )
     method: EnumProperty(name="Method", items=METHOD_ITEMS, default="piva")
     memory: EnumProperty(name="GPU memory", items=MEMORY_ITEMS, default="balanced")
+    field: EnumProperty(name="Field", items=FIELD_ITEMS, default="rgb")
     lambda_identity: FloatProperty(
         name="Identity (lambda)",
         description="PIVA's regulariser weight: higher keeps more of the original (paper: 0.4 objects, 0.2 scenes)",

@@ -71,3 +71,12 @@ def test_fingerprint_sees_shape_rotation_and_material_but_not_placement(fresh_bp
     cube.modifiers.new("Bevel", "BEVEL")
     assert object_fingerprint(cube) != restored  # modifiers change what is rendered
     assert len(bpy.data.meshes) == 1  # hashing adds no datablock
+
+
+def test_a_latent_fit_is_keyed_on_its_model_and_an_rgb_fit_as_before(tmp_path):
+    rgb = contract.ReconstructSettings()
+    latent = dataclasses.replace(rgb, field="latent")
+    settings = {k: v for k, v in dataclasses.asdict(rgb).items() if k not in cache.FIT_SETTINGS_IGNORED and k != "field"}
+    assert cache.fit_key(rgb) == cache._digest({"format": cache.CACHE_FORMAT, "reconstruct": settings})  # unchanged key
+    assert cache.fit_key(rgb, "toy") == cache.fit_key(rgb, "other")  # an RGB field does not depend on the model
+    assert cache.fit_key(latent, "toy") != cache.fit_key(latent, "other") != cache.fit_key(rgb, "other")
