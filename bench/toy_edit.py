@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     benchmark_arguments(parser, steps=60)
     parser.add_argument("--fit-steps", type=int, default=300, help="fit steps per source object")
     parser.add_argument("--render-resolution", type=int, default=64, help="edit renders (64 = the toy model's images)")
+    parser.add_argument("--field", default="rgb", choices=("rgb", "latent"),
+                        help="rgb: the product's RGB field; latent: ED-NeRF's latent field (no VAE in the edit loop)")
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "toy_edit")
     parser.add_argument("--gallery", type=Path, default=ROOT / "docs" / "toy_edit_gallery.png")
     args = parser.parse_args(argv)
@@ -65,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     from backend.diffusion.model import DiffusionModel
     from backend.edit3d import edit_field
     from backend.editing.registry import build_method
+    from backend.field.latent_field import load_latent_field
     from backend.field.ngp_field import load_field
+    from backend.reconstruct.latent_trainer import fit_latent_field
+    from backend.stages.latent_edit import edit_latent_field
     from backend.progress import StageReporter
     from backend.reconstruct.trainer import fit_field
     from backend.stages.edit import resolve_controlnet, resolve_model
@@ -80,26 +85,38 @@ def main(argv: list[str] | None = None) -> int:
                                                 resolution=renders.BENCHMARK.resolution, samples=8,
                                                 seed=renders.BENCHMARK.seed_base)
     fit_settings = contract.ReconstructSettings(steps=args.fit_steps, rays_per_batch=2048, preview_every=10**6)
+    latent = args.field == "latent"
+    fit_settings.field = args.field
+    model_name = resolve_model(args.model)
+    model = DiffusionModel.load(model_name, controlnet=resolve_controlnet(model_name, ""), device=device,
+                                dtype=torch.float32)
 
-    # 1. One fit per source, and the source field's own renders at the judged views.
-    fields, sources = {}, {}
+    def load_any(folder: Path):
+        """(field, latent refiner or None) of either kind."""
+        return load_latent_field(folder, device=device) if latent else (load_field(folder), None)
+
+    # 1. One fit per source, and the source field's own renders at the judged views (a latent
+    # field renders RGB through the colour head distilled from its decoded renders).
+    fields, refiners, sources = {}, {}, {}
+    field_tag = "_latent" if latent else ""
     for key in sorted({edit.source for edit in edits}):
-        out = args.work / "fits" / f"{key[0]}_{key[1]}_f{args.fit_steps}"  # settings in the name: reruns resume
+        out = args.work / "fits" / f"{key[0]}_{key[1]}_f{args.fit_steps}{field_tag}"  # settings in the name: reruns resume
         if not (out / "field").is_dir():
-            metrics = fit_field(load_capture(captures[key]), fit_settings, out, device=device, seed=0,
-                                reporter=StageReporter.silent("reconstruct"))
+            if latent:
+                metrics = fit_latent_field(load_capture(captures[key]), fit_settings, out, model, device=device, seed=0,
+                                           reporter=StageReporter.silent("reconstruct"))
+            else:
+                metrics = fit_field(load_capture(captures[key]), fit_settings, out, device=device, seed=0,
+                                    reporter=StageReporter.silent("reconstruct"))
             print(f"fit {' '.join(key)}: held-out PSNR {metrics['heldout_psnr_db']:.1f} dB", flush=True)
-        fields[key] = load_field(out / "field")
+        fields[key], refiners[key] = load_any(out / "field")
         _, _, frames = load_eval_views(captures[key])
         sources[key] = (frames[:JUDGED_VIEWS], *render_views(fields[key], frames[:JUDGED_VIEWS]))
     print(f"captures and fits ready in {time.perf_counter() - started:.0f} s", flush=True)
 
     # 2. Every method on every edit and seed.
     oracle = load_oracle()
-    model_name = resolve_model(args.model)
-    model = DiffusionModel.load(model_name, controlnet=resolve_controlnet(model_name, ""), device=device,
-                                dtype=torch.float32)
-    suffix = f"_{args.tag}" if args.tag else ""
+    suffix = (f"_{args.tag}" if args.tag else "") + field_tag
     runs: dict[str, list] = {}
     gallery: dict[int, list] = {}
     for method_name in methods:
@@ -118,17 +135,22 @@ def main(argv: list[str] | None = None) -> int:
                         source_prompt=toy_world.prompt(*edit.source), target_prompt=toy_world.prompt(*edit.target),
                     )
                     spec.capture = capture_settings
+                    spec.reconstruct.field = args.field
                     spec.edit.method, spec.edit.steps = method_name, args.steps
                     spec.edit.render_resolution = args.render_resolution
                     spec.edit.preview_every, spec.edit.checkpoint_every = 10**6, 10**6
                     spec.edit.method_params = dict(overrides.get(method_name, {}))
                     method = build_method(method_name, model, spec.edit)
                     try:
-                        edit_field(fields[edit.source], model, method, spec, out, device=device,
-                                   reporter=StageReporter.silent("edit"))
+                        if latent:
+                            edit_latent_field(fields[edit.source], refiners[edit.source], model, method, spec, out,
+                                              device=device, reporter=StageReporter.silent("edit"))
+                        else:
+                            edit_field(fields[edit.source], model, method, spec, out, device=device,
+                                       reporter=StageReporter.silent("edit"))
                     finally:
                         method.close()
-                edited_rgb, edited_mask = render_views(load_field(out / "field"), frames)
+                edited_rgb, edited_mask = render_views(load_any(out / "field")[0], frames)
                 score = score_run(edit, oracle, edited_rgb, edited_mask, source_rgb, source_mask)
                 runs[label].append((edit, seed, score))
                 if seed == seeds[0]:

@@ -598,10 +598,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # The embedded model sees 64x64 images: edit renders at its native size.
         args.set = [*DEMO_TOY_OVERRIDES, *args.set]
         args.steps = args.steps or DEMO_TOY_STEPS
+    import time
+
     from .core import quiet
 
+    started = time.time()
     obj = build_demo_scene()
     code, job, _ = run_edit(args, obj.name)
+    edited = time.time()
     if code != 0:
         return code
     blend = out / "demo.blend"
@@ -620,9 +624,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report = report_of(job.spec.job_dir)
     if report is not None:
         print(f"PIVA: report: {report}")
+    print_stage_seconds(job.spec.job_dir, started, edited, time.time())
     renders = f", before/after renders in {image}" if image is not None else ""
     print(f"{result_line(job, result[-1] if result else None, blend)}{renders}")
     return code
+
+
+def print_stage_seconds(job_dir: Path, started: float, edited: float, ended: float) -> None:
+    """``demo_seconds_STAGE`` for the scene and capture, each backend stage (from this run's
+    events), the import, the judging renders, and ``demo_seconds_total``."""
+    events = [e for e in contract.EventReader(job_dir / contract.EVENTS_FILE).poll() if e.time >= started]
+    marks = [(e.stage, e.time) for e in events if e.type == "stage"]
+    ends = [e.time for e in events if e.type in ("finished", "cancelled", "error")]
+    backend_end = ends[-1] if ends else edited
+    first = events[0].time if events else edited
+    print(f"demo_seconds_scene_and_capture: {first - started:.1f}")  # includes the backend's start
+    for (stage, at), (_, until) in zip(marks, [*marks[1:], ("", backend_end)]):
+        print(f"demo_seconds_{stage}: {until - at:.1f}")
+    print(f"demo_seconds_import: {edited - backend_end:.1f}")
+    print(f"demo_seconds_judge: {ended - edited:.1f}")
+    print(f"demo_seconds_total: {ended - started:.1f}")
 
 
 def judge_demo(args: argparse.Namespace, source, result, folder: Path) -> int:

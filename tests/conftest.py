@@ -26,3 +26,13 @@ def tiny_model(tmp_path_factory):
     from backend.diffusion.tiny import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_outlives_its_test():
+    """A test that ran jobs on the session's backend worker (queues default to it) stops it, so
+    the next test starts as a fresh Blender session would (e.g. Release Backend disabled)."""
+    yield
+    from blender_piva.core.worker_client import release_all
+
+    release_all(10.0)

@@ -20,7 +20,7 @@ def test_two_workers_run_three_items_and_a_killed_one_is_replaced(tmp_path, tiny
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     stages = ("reconstruct", "edit", "export")
-    jobs = [make_job(tmp_path / f"job{i}", tiny_model, stages=stages, edit_steps=12 if i else 30) for i in range(3)]
+    jobs = [make_job(tmp_path / f"job{i}", tiny_model, stages=stages, edit_steps=12 if i else 60) for i in range(3)]
     inbox = tmp_path / "inbox"
     killed: list[int] = []
 

@@ -62,7 +62,7 @@ def test_three_items_on_two_actors_match_the_sequential_run(tmp_path, tiny_model
 def test_an_actor_killed_mid_item_is_replaced_and_the_item_resumes(tmp_path, tiny_model, local_cluster):
     from backend.serve.ray_executor import RaySettings, run_jobs_on_ray
 
-    job = make_job(tmp_path / "job", tiny_model, stages=STAGES, edit_steps=40)
+    job = make_job(tmp_path / "job", tiny_model, stages=STAGES, edit_steps=80)
     killed: list[int] = []
 
     def kill_after_a_checkpoint(started_job, actor) -> None:

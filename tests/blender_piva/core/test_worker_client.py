@@ -43,7 +43,7 @@ def test_jobs_on_one_worker_share_one_model_load_and_release_stops_it(tmp_path, 
 
 def test_a_killed_worker_is_reported_and_the_job_resumes_on_the_next(tmp_path, tiny_model):
     client = _client(tmp_path)
-    job = make_job(tmp_path / "job", tiny_model, stages=("reconstruct", "edit", "export"), edit_steps=30)
+    job = make_job(tmp_path / "job", tiny_model, stages=("reconstruct", "edit", "export"), edit_steps=60)
     try:
         handle = client.submit(job.parent)
         handle.start()
