@@ -6,15 +6,19 @@ everything else (steps, optimiser hyper-parameters, fingerprints) is plain JSON.
 checkpoints (``NAME.pt``, written by earlier versions) are never opened; :func:`legacy_checkpoint`
 finds one so the caller can say that it is ignored.
 
-Writing (:func:`save_checkpoint`), each file atomically (temporary file, fsync, rename):
+Writing (:func:`save_checkpoint`), each file atomically (temporary file, fsync, rename), keeps
+the previous checkpoint loadable until the new one is complete. The tensors alternate between two
+slots, ``NAME.safetensors`` and ``NAME.b.safetensors``:
 
-1. the JSON of the previous checkpoint is removed (from here on there is no claimed checkpoint);
-2. ``NAME.safetensors``;
-3. ``NAME.json`` last: it records the size and SHA-256 of the tensors file, so a present JSON means
-   a complete checkpoint, and a tensors file that does not match it (another writer, a reordered
-   write after a power cut, a hand edit) is refused instead of being half loaded.
+1. the tensors go to the slot the current JSON does not name;
+2. ``NAME.json`` replaces the previous JSON in one rename: it names its slot and records the
+   size and SHA-256 of that file, so a present JSON means a complete checkpoint, and a tensors
+   file that does not match it (another writer, a reordered write after a power cut, a hand edit)
+   is refused instead of being half loaded;
+3. the other slot (the previous checkpoint's tensors) is removed.
 
-A crash anywhere leaves either the previous checkpoint, the new one, or none (the stage restarts).
+A crash anywhere leaves the previous checkpoint or the new one, never none: a worker killed while
+it saves (as likely as not with a checkpoint every step) resumes from the step before.
 
 Nested state (``optimizer.state_dict()``, a sampler's buffers, RNG states) goes through
 :func:`pack_state` / :func:`unpack_state`: every tensor moves into the safetensors dict under its
@@ -47,6 +51,8 @@ VERSION = 1
 """Layout version of the checkpoint JSON; a loader refuses others."""
 STATE_SUFFIX = ".json"
 TENSORS_SUFFIX = ".safetensors"
+SECOND_SLOT_SUFFIX = ".b.safetensors"
+"""The second tensors slot (module docstring): a save writes the slot the current JSON does not name."""
 LEGACY_SUFFIX = ".pt"
 """Suffix of the pickle checkpoints of earlier versions: never loaded."""
 
@@ -68,9 +74,23 @@ class CheckpointError(RuntimeError):
 
 
 def checkpoint_paths(stem: str | os.PathLike) -> tuple[Path, Path]:
-    """``DIR/NAME`` -> (``DIR/NAME.json``, ``DIR/NAME.safetensors``)."""
+    """``DIR/NAME`` -> (``DIR/NAME.json``, the tensors slot that JSON names).
+
+    The slot is ``DIR/NAME.safetensors`` when there is no readable JSON or it names no slot.
+    """
     stem = Path(stem)
-    return stem.with_name(stem.name + STATE_SUFFIX), stem.with_name(stem.name + TENSORS_SUFFIX)
+    json_path = stem.with_name(stem.name + STATE_SUFFIX)
+    slots = _slots(stem)
+    try:
+        named = json.loads(json_path.read_bytes().decode("utf-8")).get("tensors_file")
+    except (OSError, ValueError, AttributeError):
+        named = None
+    return json_path, next((slot for slot in slots if slot.name == named), slots[0])
+
+
+def _slots(stem: Path) -> tuple[Path, Path]:
+    """The two files a checkpoint's tensors may be in (module docstring)."""
+    return stem.with_name(stem.name + TENSORS_SUFFIX), stem.with_name(stem.name + SECOND_SLOT_SUFFIX)
 
 
 def checkpoint_exists(stem: str | os.PathLike) -> bool:
@@ -94,7 +114,10 @@ def save_checkpoint(stem: str | os.PathLike, tensors: dict[str, Tensor], state: 
     Tensors are stored on the CPU with their dtype and shape. Raises TypeError / ValueError before
     touching any file when ``state`` is not JSON or a tensor cannot be stored.
     """
-    json_path, tensors_path = checkpoint_paths(stem)
+    stem = Path(stem)
+    json_path, current = checkpoint_paths(stem)
+    slots = _slots(stem)
+    tensors_path = slots[1] if checkpoint_exists(stem) and current == slots[0] else slots[0]
     blob = save_safetensors(_storable(tensors))
     record = {
         "format": FORMAT,
@@ -105,12 +128,12 @@ def save_checkpoint(stem: str | os.PathLike, tensors: dict[str, Tensor], state: 
         "state": state,
     }
     text = (json.dumps(record, indent=1, allow_nan=False) + "\n").encode("utf-8")
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.unlink(missing_ok=True)
-    _fsync_dir(json_path.parent)
     write_bytes_atomic(tensors_path, blob)
     write_bytes_atomic(json_path, text)
-    _fsync_dir(json_path.parent)
+    _fsync_dir(json_path.parent)  # the new JSON is durable before the previous tensors go
+    for slot in slots:
+        if slot != tensors_path:
+            slot.unlink(missing_ok=True)
 
 
 def load_checkpoint(stem: str | os.PathLike, *, stage: str) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -120,7 +143,7 @@ def load_checkpoint(stem: str | os.PathLike, *, stage: str) -> tuple[dict[str, T
     :class:`CheckpointError` naming the file, the problem and the fix when it is unreadable: not
     JSON, not a checkpoint, a tensors file that is missing, truncated or does not match the JSON.
     """
-    json_path, tensors_path = checkpoint_paths(stem)
+    json_path = checkpoint_paths(stem)[0]
     if not json_path.is_file():
         raise FileNotFoundError(f"no checkpoint at {stem}: {json_path} does not exist")
     try:
@@ -142,6 +165,11 @@ def load_checkpoint(stem: str | os.PathLike, *, stage: str) -> tuple[dict[str, T
             raise CheckpointError(stem, f"{json_path} lacks its {key!r} entry", stage)
     if not isinstance(record["state"], dict):
         raise CheckpointError(stem, f"{json_path}: 'state' is a {type(record['state']).__name__}, not an object", stage)
+    slots = {slot.name: slot for slot in _slots(Path(stem))}
+    named = record.get("tensors_file", _slots(Path(stem))[0].name)  # files of before the two slots name none
+    if named not in slots:  # never a path of the JSON's choosing
+        raise CheckpointError(stem, f"{json_path} names {named!r} as its tensors file, not one of {sorted(slots)}", stage)
+    tensors_path = slots[named]
     try:
         blob = tensors_path.read_bytes()
     except FileNotFoundError:

@@ -115,21 +115,39 @@ def crash_on(monkeypatch, suffix: str) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".json"])
-def test_a_crash_while_saving_leaves_no_checkpoint_to_load(tmp_path, monkeypatch, suffix):
+@pytest.mark.parametrize("saves_before", [1, 2])  # the previous tensors in the first slot, in the second
+def test_a_crash_while_saving_leaves_the_previous_checkpoint(tmp_path, monkeypatch, suffix, saves_before):
     stem = tmp_path / "run"
-    save_checkpoint(stem, {"w": torch.zeros(3)}, {"step": 1})
+    for step in range(1, saves_before + 1):
+        save_checkpoint(stem, {"w": torch.full((3,), float(step))}, {"step": step})
     crash_on(monkeypatch, suffix)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(stem, {"w": torch.ones(3)}, {"step": 2})
-    # Neither the old JSON with the new tensors nor the new tensors alone count as a checkpoint.
-    assert not checkpoint_exists(stem)
-    with pytest.raises(FileNotFoundError):
-        load_checkpoint(stem, stage="test")
+        save_checkpoint(stem, {"w": torch.full((3,), 9.0)}, {"step": 9})
+    # A worker killed while it saves resumes from the checkpoint before, never from nothing.
+    assert checkpoint_exists(stem)
+    tensors, state = load_checkpoint(stem, stage="test")
+    assert state == {"step": saves_before} and torch.equal(tensors["w"], torch.full((3,), float(saves_before)))
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     monkeypatch.undo()
-    save_checkpoint(stem, {"w": torch.ones(3)}, {"step": 3})  # the next save works normally
+    save_checkpoint(stem, {"w": torch.ones(3)}, {"step": 10})  # the next save works normally
     tensors, state = load_checkpoint(stem, stage="test")
-    assert state == {"step": 3} and torch.equal(tensors["w"], torch.ones(3))
+    assert state == {"step": 10} and torch.equal(tensors["w"], torch.ones(3))
+    assert len([p for p in tmp_path.iterdir() if p.name.endswith(".safetensors")]) == 1  # the other slot is gone
+
+
+def test_saves_alternate_slots_and_a_json_cannot_point_elsewhere(tmp_path):
+    stem = tmp_path / "run"
+    save_checkpoint(stem, {"w": torch.zeros(3)}, {"step": 1})
+    save_checkpoint(stem, {"w": torch.ones(3)}, {"step": 2})
+    json_path, tensors_path = checkpoint_paths(stem)
+    assert tensors_path.name == "run.b.safetensors"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.b.safetensors", "run.json"]
+    (tmp_path / "elsewhere.safetensors").write_bytes(tensors_path.read_bytes())
+    record = json.loads(json_path.read_text())
+    record["tensors_file"] = "../elsewhere.safetensors"
+    json_path.write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="not one of"):
+        load_checkpoint(stem, stage="test")
 
 
 def test_old_json_beside_newer_tensors_is_refused_not_mixed(tmp_path):

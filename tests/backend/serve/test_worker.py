@@ -121,7 +121,8 @@ def test_a_killed_workers_job_is_resumed_by_the_next_worker_to_the_same_result(t
         second.kill()
     assert resumed.exit_code == reference.exit_code == contract.EXIT_OK, worker_log(inbox)
     assert "died mid-job; queued again" in worker_log(inbox)
-    assert any("resum" in e.message for e in events(killed) if e.type == "log"), [e.message for e in events(killed)]
+    logs = [e.message for e in events(killed) if e.type == "log"]
+    assert any("resum" in m for m in logs), (logs, worker_log(inbox))
     got = contract.load_manifest(killed.parent / "results")
     want = contract.load_manifest(straight.parent / "results")
     assert got.metrics.keys() == want.metrics.keys() and got.metrics

@@ -168,7 +168,8 @@ def test_training_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
     resumed = train_oracle(data, TINY, FAST, work, log=logs.append)
     assert "oracle: resuming at step 2" in logs
     assert_same_weights(straight, resumed)
-    assert sorted(p.name for p in work.iterdir()) == [f"{ORACLE_CHECKPOINT}.json", f"{ORACLE_CHECKPOINT}.safetensors"]
+    kept = sorted(p.name for p in work.iterdir())  # one checkpoint: its JSON and the tensors slot it names
+    assert len(kept) == 2 and f"{ORACLE_CHECKPOINT}.json" in kept and all(n.startswith(ORACLE_CHECKPOINT) for n in kept)
 
 
 @pytest.mark.parametrize("plant", [plant_json, plant_tensors_with_record], ids=["json", "safetensors"])
