@@ -110,6 +110,17 @@ class EventReader:
         self._offset = 0
         self._partial = b""
 
+    @classmethod
+    def from_end(cls, path: str | os.PathLike) -> "EventReader":
+        """A reader of what is appended from now on: the events of earlier (cancelled, crashed)
+        runs stay in the file for the record, and a new run follows only its own."""
+        reader = cls(path)
+        try:
+            reader._offset = reader.path.stat().st_size
+        except FileNotFoundError:
+            pass
+        return reader
+
     def poll(self) -> list[Event]:
         try:
             with open(self.path, "rb") as fh:

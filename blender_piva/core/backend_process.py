@@ -199,12 +199,7 @@ class BackendProcess:
         contract.clear_cancel(self.job_dir)
         # The run starts now: a Cancel written from here on is for it, anything older is stale.
         self.started = time.time()
-        # Events from an earlier (cancelled or crashed) run stay in the file for the record; we
-        # only follow what this run appends.
-        events_path = self.job_dir / contract.EVENTS_FILE
-        self.reader = contract.EventReader(events_path)
-        if events_path.exists():
-            self.reader._offset = events_path.stat().st_size  # noqa: SLF001 - start at the end
+        self.reader = contract.EventReader.from_end(self.job_dir / contract.EVENTS_FILE)
         env = backend_env(self.config)
         log = open(self.log_path, "ab")
         try:

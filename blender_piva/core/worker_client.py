@@ -117,10 +117,7 @@ class WorkerJob(BackendProcess):
         self.client.ensure_started()
         contract.clear_cancel(self.job_dir)
         self.started = time.time()
-        events_path = self.job_dir / contract.EVENTS_FILE
-        self.reader = contract.EventReader(events_path)
-        if events_path.exists():
-            self.reader._offset = events_path.stat().st_size  # noqa: SLF001 - follow what this run appends
+        self.reader = contract.EventReader.from_end(self.job_dir / contract.EVENTS_FILE)
         wi.submit(self.client.inbox, self.name, self.job_file)
         self._submitted = True
 

@@ -344,11 +344,7 @@ class QueueRunner:
         readers = []
         for job_dir in job_dirs:
             contract.clear_cancel(job_dir)
-            reader = contract.EventReader(job_dir / contract.EVENTS_FILE)
-            events_path = job_dir / contract.EVENTS_FILE
-            if events_path.exists():
-                reader._offset = events_path.stat().st_size  # noqa: SLF001 - follow what this run appends
-            readers.append(reader)
+            readers.append(contract.EventReader.from_end(job_dir / contract.EVENTS_FILE))
         command = [self.backend.resolved_python(), "-m", "backend", "dispatch", "--executor", self.executor]
         command += ["--address", self.address] if self.address else []
         command += [str(d / contract.JOB_FILE) for d in job_dirs]

@@ -116,6 +116,16 @@ def test_events_round_trip_and_partial_lines(tmp_path):
     assert event.type == "log" and event.message == "hello"
 
 
+def test_a_reader_from_the_end_follows_only_what_is_appended(tmp_path):
+    path = tmp_path / contract.EVENTS_FILE
+    assert contract.EventReader.from_end(path).poll() == []  # no file yet: reads from its start
+    writer = contract.EventWriter(path)
+    writer.emit("log", message="an earlier run")
+    reader = contract.EventReader.from_end(path)
+    writer.emit("log", message="this run")
+    assert [e.message for e in reader.poll()] == ["this run"]
+
+
 def test_bad_events_are_refused(tmp_path):
     with pytest.raises(contract.ContractError, match="event.type"):
         contract.Event.from_json('{"type": "explode", "contract": 1}')
