@@ -95,8 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         """(field, latent refiner or None) of either kind."""
         return load_latent_field(folder, device=device) if latent else (load_field(folder), None)
 
-    # 1. One fit per source, and the source field's own renders at the judged views (a latent
-    # field renders RGB through the colour head distilled from its decoded renders).
+    # 1. One fit per source, and the source field's own renders at the judged views. A latent
+    # field's folder also holds it as an RGB field (load_field): its colour head is distilled
+    # from the VAE-decoded renders, so what is judged is what the export bakes.
     fields, refiners, sources = {}, {}, {}
     field_tag = "_latent" if latent else ""
     for key in sorted({edit.source for edit in edits}):
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"fit {' '.join(key)}: held-out PSNR {metrics['heldout_psnr_db']:.1f} dB", flush=True)
         fields[key], refiners[key] = load_any(out / "field")
         _, _, frames = load_eval_views(captures[key])
-        sources[key] = (frames[:JUDGED_VIEWS], *render_views(fields[key], frames[:JUDGED_VIEWS]))
+        sources[key] = (frames[:JUDGED_VIEWS], *render_views(load_field(out / "field"), frames[:JUDGED_VIEWS]))
     print(f"captures and fits ready in {time.perf_counter() - started:.0f} s", flush=True)
 
     # 2. Every method on every edit and seed.
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                                        reporter=StageReporter.silent("edit"))
                     finally:
                         method.close()
-                edited_rgb, edited_mask = render_views(load_any(out / "field")[0], frames)
+                edited_rgb, edited_mask = render_views(load_field(out / "field"), frames)
                 score = score_run(edit, oracle, edited_rgb, edited_mask, source_rgb, source_mask)
                 runs[label].append((edit, seed, score))
                 if seed == seeds[0]:

@@ -31,7 +31,7 @@ def _source_state(obj) -> dict:
     return {k: v for k, v in fingerprint()["objects"].items() if k == obj.name}
 
 
-@pytest.mark.parametrize("method", ["piva", "dds"])
+@pytest.mark.parametrize("method", [pytest.param("piva", marks=pytest.mark.slow), "dds"])  # PIVA's 3D path: tests/backend/test_edit3d.py
 def test_full_pipeline_imports_an_edited_mesh_next_to_the_untouched_source(fresh_bpy, tmp_path, tiny_model, method):
     import toy_world
 

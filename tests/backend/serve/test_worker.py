@@ -96,10 +96,10 @@ def test_cancel_stops_that_job_and_the_worker_goes_on(tmp_path, tiny_model):
 
 def test_a_killed_workers_job_is_resumed_by_the_next_worker_to_the_same_result(tmp_path, tiny_model):
     inbox = tmp_path / "inbox"
-    # 60 steps: the kill must land mid-edit (a short edit may end before the kill reaches it, and
+    # 30 steps: the kill must land mid-edit (a short edit may end before the kill reaches it, and
     # then there is nothing to resume)
-    straight = make_job(tmp_path / "straight", tiny_model, stages=("reconstruct", "edit", "export"), edit_steps=60)
-    killed = make_job(tmp_path / "killed", tiny_model, stages=("reconstruct", "edit", "export"), edit_steps=60)
+    straight = make_job(tmp_path / "straight", tiny_model, stages=("reconstruct", "edit", "export"), edit_steps=30)
+    killed = make_job(tmp_path / "killed", tiny_model, stages=("reconstruct", "edit", "export"), edit_steps=30)
     wi.submit(inbox, "killed", killed)
     first = start_worker(inbox)
     try:
@@ -109,7 +109,7 @@ def test_a_killed_workers_job_is_resumed_by_the_next_worker_to_the_same_result(t
     finally:
         first.kill()
     steps_before_kill = max(e.step for e in events(killed) if e.type == "progress" and e.stage == "edit")
-    assert steps_before_kill < 60, "the edit ended before the kill"
+    assert steps_before_kill < 30, "the edit ended before the kill"
     assert wi.load_done(inbox, "killed") is None and wi.claimed_path(inbox, "killed").exists()
     wi.submit(inbox, "straight", straight)
     second = start_worker(inbox, "--idle-timeout", "1")

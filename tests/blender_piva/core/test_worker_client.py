@@ -7,6 +7,8 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from blender_piva import contract
 from blender_piva.core.backend_process import BackendConfig, python_of_this_process
 from blender_piva.core.worker_client import WorkerClient
@@ -41,6 +43,8 @@ def test_jobs_on_one_worker_share_one_model_load_and_release_stops_it(tmp_path, 
         client.kill()
 
 
+@pytest.mark.slow  # ~40 s; in CI: tests/backend/serve/test_worker.py (a killed worker's job resumes) and
+# tests/blender_piva/scene/test_queue_runner.py (a killed backend is reported, the job resumes)
 def test_a_killed_worker_is_reported_and_the_job_resumes_on_the_next(tmp_path, tiny_model):
     client = _client(tmp_path)
     job = make_job(tmp_path / "job", tiny_model, stages=("reconstruct", "edit", "export"), edit_steps=60)
