@@ -41,7 +41,6 @@ def local_cluster():
     ray.shutdown()
 
 
-@pytest.mark.slow  # ~40 s; the killed-actor test below runs items on the actors in CI
 def test_three_items_on_two_actors_match_the_sequential_run(tmp_path, tiny_model, local_cluster):
     from backend.runner import run_job
     from backend.serve.ray_executor import RaySettings, run_jobs_on_ray
