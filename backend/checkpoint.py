@@ -109,7 +109,7 @@ def legacy_checkpoint(stem: str | os.PathLike) -> Path | None:
 
 
 def save_checkpoint(stem: str | os.PathLike, tensors: dict[str, Tensor], state: dict[str, Any]) -> None:
-    """Write ``tensors`` to ``STEM.safetensors`` and ``state`` (JSON-able) to ``STEM.json``, JSON last.
+    """Write ``tensors`` to the free tensors slot and ``state`` (JSON-able) to ``STEM.json``, JSON last.
 
     Tensors are stored on the CPU with their dtype and shape. Raises TypeError / ValueError before
     touching any file when ``state`` is not JSON or a tensor cannot be stored.
@@ -129,6 +129,7 @@ def save_checkpoint(stem: str | os.PathLike, tensors: dict[str, Tensor], state: 
     }
     text = (json.dumps(record, indent=1, allow_nan=False) + "\n").encode("utf-8")
     write_bytes_atomic(tensors_path, blob)
+    _fsync_dir(json_path.parent)  # the tensors' name is durable before a JSON names it
     write_bytes_atomic(json_path, text)
     _fsync_dir(json_path.parent)  # the new JSON is durable before the previous tensors go
     for slot in slots:
