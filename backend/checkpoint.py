@@ -93,6 +93,56 @@ def _slots(stem: Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + TENSORS_SUFFIX), stem.with_name(stem.name + SECOND_SLOT_SUFFIX)
 
 
+def is_checkpoint_json(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a checkpoint's JSON (a JSON object with ``"format": "piva-checkpoint"``)."""
+    try:
+        record = json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("format") == FORMAT
+
+
+def stem_of_slot(path: str | os.PathLike) -> Path | None:
+    """The checkpoint stem whose tensors slot ``path`` is (``DIR/NAME`` of ``DIR/NAME.safetensors`` or
+    ``DIR/NAME.b.safetensors`` beside a checkpoint JSON ``DIR/NAME.json``), None for any other file."""
+    path = Path(path)
+    for suffix in (SECOND_SLOT_SUFFIX, TENSORS_SUFFIX):
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            stem = path.with_name(path.name[: -len(suffix)])
+            if is_checkpoint_json(checkpoint_paths(stem)[0]):
+                return stem
+    return None
+
+
+def read_complete(json_path: str | os.PathLike) -> tuple[bytes, Path, bytes] | None:
+    """(the JSON's bytes, its tensors slot, the slot's bytes) of the checkpoint whose JSON is
+    ``json_path``, read now and checked against each other (size and SHA-256); None when the file
+    is no checkpoint JSON or its slot does not match it (a save is under way: look again later).
+    What copies checkpoints elsewhere (``backend/serve/bundle.py``) copies such pairs only, never a
+    JSON without its tensors or tensors without the JSON that names them."""
+    json_path = Path(json_path)
+    if not json_path.name.endswith(STATE_SUFFIX):
+        return None
+    stem = json_path.with_name(json_path.name[: -len(STATE_SUFFIX)])
+    try:
+        text = json_path.read_bytes()
+        record = json.loads(text.decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        return None
+    slot = next((p for p in _slots(stem) if p.name == record.get("tensors_file")), None)
+    if slot is None:
+        return None
+    try:
+        blob = slot.read_bytes()
+    except OSError:
+        return None
+    if len(blob) != record.get("tensors_bytes") or hashlib.sha256(blob).hexdigest() != record.get("tensors_sha256"):
+        return None
+    return text, slot, blob
+
+
 def checkpoint_exists(stem: str | os.PathLike) -> bool:
     """True when a checkpoint was completed at ``stem`` (its JSON, written last, is there)."""
     return checkpoint_paths(stem)[0].is_file()

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from backend.checkpoint import is_checkpoint_json, read_complete, stem_of_slot
 from blender_piva import contract
 
 ROOTS = ("job", "capture", "reconstruction")
@@ -90,9 +91,10 @@ def checked_relative(key: str) -> tuple[str, PurePosixPath]:
 
 
 def write_files(files: dict[str, bytes], roots: dict[str, Path]) -> list[Path]:
-    """Write bundle entries under ``roots`` atomically (each file appears complete or not at all)."""
+    """Write bundle entries under ``roots`` atomically (each file appears complete or not at all),
+    JSON files last: a checkpoint's JSON lands after the tensors it names (``backend/checkpoint.py``)."""
     written = []
-    for key, payload in sorted(files.items()):
+    for key, payload in sorted(files.items(), key=lambda item: (item[0].endswith(".json"), item[0])):
         root, rel = checked_relative(key)
         target = roots[root] / Path(*rel.parts)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -134,21 +136,35 @@ class FolderWatch:
         self.changes()
 
     def changes(self) -> dict[str, bytes]:
+        """``{"ROOT/rel/path": bytes}`` of what changed since the last look.
+
+        A checkpoint (``backend/checkpoint.py``) travels as a pair checked against each other: its
+        JSON with the tensors slot it names, read together. A tensors slot never travels alone and
+        a JSON whose slot does not match it yet (a save under way) waits for the next look, so
+        the submitter's copy is always a checkpoint that loads, whenever the job's machine dies."""
         out: dict[str, bytes] = {}
         for name in ROOTS:
             root = self.roots[name]
             for path in _files_under(root):
                 rel = path.relative_to(root).as_posix()
-                if name == "job" and rel in self.skip:
+                key = f"{name}/{rel}"
+                if (name == "job" and rel in self.skip) or stem_of_slot(path) is not None:
                     continue
                 try:
                     stat = path.stat()
                     stamp = (stat.st_size, stat.st_mtime_ns)
-                    if self.seen.get(f"{name}/{rel}") == stamp:
+                    if self.seen.get(key) == stamp:
                         continue
-                    payload = path.read_bytes()
+                    if path.name.endswith(".json") and (pair := read_complete(path)) is not None:
+                        payload, slot, blob = pair
+                        out[f"{name}/{slot.relative_to(root).as_posix()}"] = blob
+                    elif path.name.endswith(".json") and is_checkpoint_json(path):
+                        continue  # a checkpoint JSON whose tensors are being written: the next look
+                    else:
+                        payload = path.read_bytes()
                 except FileNotFoundError:  # replaced meanwhile: the next look sends the new one
                     continue
-                self.seen[f"{name}/{rel}"] = stamp
-                out[f"{name}/{rel}"] = payload
+                self.seen[key] = stamp
+                out[key] = payload
         return out
+
