@@ -54,7 +54,10 @@ class Worker:
     _stop: list[bool] = field(default_factory=lambda: [False])
 
     def log(self, message: str) -> None:
-        print(f"PIVA worker: {message}", file=sys.stderr, flush=True)
+        # One write per line: workers of one dispatch share a log, and print's separate write of
+        # the newline (unbuffered, as under PYTHONUNBUFFERED) lets another worker's line in between.
+        sys.stderr.write(f"PIVA worker: {message}\n")
+        sys.stderr.flush()
 
     def _on_stop_signal(self, signum, frame) -> None:  # pragma: no cover - exercised through a subprocess
         self._stop[0] = True
