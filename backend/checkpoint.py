@@ -79,13 +79,23 @@ def checkpoint_paths(stem: str | os.PathLike) -> tuple[Path, Path]:
     The slot is ``DIR/NAME.safetensors`` when there is no readable JSON or it names no slot.
     """
     stem = Path(stem)
-    json_path = stem.with_name(stem.name + STATE_SUFFIX)
+    json_path = _json_path(stem)
     slots = _slots(stem)
     try:
         named = json.loads(json_path.read_bytes().decode("utf-8")).get("tensors_file")
     except (OSError, ValueError, AttributeError):
         named = None
     return json_path, next((slot for slot in slots if slot.name == named), slots[0])
+
+
+def _json_path(stem: Path) -> Path:
+    """``DIR/NAME`` -> ``DIR/NAME.json`` (no read: the slot is what needs the JSON)."""
+    return stem.with_name(stem.name + STATE_SUFFIX)
+
+
+def _matches(record: dict, blob: bytes) -> bool:
+    """Whether ``blob`` is the tensors file ``record`` (a checkpoint JSON) describes."""
+    return len(blob) == record.get("tensors_bytes") and hashlib.sha256(blob).hexdigest() == record.get("tensors_sha256")
 
 
 def _slots(stem: Path) -> tuple[Path, Path]:
@@ -109,7 +119,7 @@ def stem_of_slot(path: str | os.PathLike) -> Path | None:
     for suffix in (SECOND_SLOT_SUFFIX, TENSORS_SUFFIX):
         if path.name.endswith(suffix) and len(path.name) > len(suffix):
             stem = path.with_name(path.name[: -len(suffix)])
-            if is_checkpoint_json(checkpoint_paths(stem)[0]):
+            if is_checkpoint_json(_json_path(stem)):
                 return stem
     return None
 
@@ -138,14 +148,12 @@ def read_complete(json_path: str | os.PathLike) -> tuple[bytes, Path, bytes] | N
         blob = slot.read_bytes()
     except OSError:
         return None
-    if len(blob) != record.get("tensors_bytes") or hashlib.sha256(blob).hexdigest() != record.get("tensors_sha256"):
-        return None
-    return text, slot, blob
+    return (text, slot, blob) if _matches(record, blob) else None
 
 
 def checkpoint_exists(stem: str | os.PathLike) -> bool:
     """True when a checkpoint was completed at ``stem`` (its JSON, written last, is there)."""
-    return checkpoint_paths(stem)[0].is_file()
+    return _json_path(Path(stem)).is_file()
 
 
 def legacy_checkpoint(stem: str | os.PathLike) -> Path | None:
@@ -167,7 +175,7 @@ def save_checkpoint(stem: str | os.PathLike, tensors: dict[str, Tensor], state: 
     stem = Path(stem)
     json_path, current = checkpoint_paths(stem)
     slots = _slots(stem)
-    tensors_path = slots[1] if checkpoint_exists(stem) and current == slots[0] else slots[0]
+    tensors_path = slots[1] if json_path.is_file() and current == slots[0] else slots[0]
     blob = save_safetensors(_storable(tensors))
     record = {
         "format": FORMAT,
@@ -194,7 +202,7 @@ def load_checkpoint(stem: str | os.PathLike, *, stage: str) -> tuple[dict[str, T
     :class:`CheckpointError` naming the file, the problem and the fix when it is unreadable: not
     JSON, not a checkpoint, a tensors file that is missing, truncated or does not match the JSON.
     """
-    json_path = checkpoint_paths(stem)[0]
+    json_path = _json_path(Path(stem))
     if not json_path.is_file():
         raise FileNotFoundError(f"no checkpoint at {stem}: {json_path} does not exist")
     try:
@@ -217,7 +225,7 @@ def load_checkpoint(stem: str | os.PathLike, *, stage: str) -> tuple[dict[str, T
     if not isinstance(record["state"], dict):
         raise CheckpointError(stem, f"{json_path}: 'state' is a {type(record['state']).__name__}, not an object", stage)
     slots = {slot.name: slot for slot in _slots(Path(stem))}
-    named = record.get("tensors_file", _slots(Path(stem))[0].name)  # files of before the two slots name none
+    named = record.get("tensors_file", next(iter(slots)))  # files of before the two slots name none
     if named not in slots:  # never a path of the JSON's choosing
         raise CheckpointError(stem, f"{json_path} names {named!r} as its tensors file, not one of {sorted(slots)}", stage)
     tensors_path = slots[named]
@@ -227,7 +235,7 @@ def load_checkpoint(stem: str | os.PathLike, *, stage: str) -> tuple[dict[str, T
         raise CheckpointError(stem, f"{tensors_path} is missing ({json_path} needs it)", stage) from None
     except OSError as exc:
         raise CheckpointError(stem, f"{tensors_path} cannot be read ({exc.strerror or exc})", stage) from None
-    if len(blob) != record["tensors_bytes"] or hashlib.sha256(blob).hexdigest() != record["tensors_sha256"]:
+    if not _matches(record, blob):
         raise CheckpointError(
             stem,
             f"{tensors_path} does not match {json_path} ({len(blob)} bytes, expected {record['tensors_bytes']}, "
