@@ -42,7 +42,10 @@ edit_step_ratio_piva_dds = ms_piva / ms_dds (goal <= 1.8, the FLOP ratio is
 about 1.67), edit_step_tflop_ratio_piva_dds. ``--unbatched`` also times ``piva_unbatched`` (PIVA
 with one model call per adapter, ``backend.editing.piva.PIVAUnbatched``, the code before the
 batching) on ``piva``'s own adapters, alternating with it: edit_step_ratio_piva_unbatched_dds
-and edit_step_speedup_piva = ms_piva_unbatched / ms_piva.
+and edit_step_speedup_piva = ms_piva_unbatched / ms_piva. ``--separate`` times ``piva_separate``
+(``fused_call="separate"``: three calls a step, as before the fused call that ``auto`` picks on the
+CPU) the same way: edit_step_ratio_piva_separate_dds and edit_step_speedup_piva_fused =
+ms_piva_separate / ms_piva.
 
     .venv/bin/python bench/edit_step.py                 # CPU, 64x64 renders, 2 threads (~5 min)
     .venv/bin/python bench/edit_step.py --device cuda   # 512x512, bfloat16
@@ -54,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import gc
 import statistics
 import sys
@@ -68,7 +72,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from backend.diffusion.model import DiffusionModel  # noqa: E402
 from backend.editing.base import MethodInputs  # noqa: E402
 from backend.editing.base import EditMethod  # noqa: E402
-from backend.editing.piva import PIVAUnbatched  # noqa: E402
+from backend.editing.piva import PIVA, PIVAUnbatched  # noqa: E402
 from backend.editing.registry import METHODS, build_config, build_method  # noqa: E402
 from blender_piva.contract import EditSettings  # noqa: E402
 
@@ -80,10 +84,14 @@ TOKENS, TEXT_WIDTH = 77, 1024
 """SD 2.x prompt embeddings: 77 OpenCLIP-H tokens of width 1024."""
 SCALING_FACTOR = 0.18215
 """SD VAE latent scaling."""
-CONTROL_METHODS = ("piva", "piva_unbatched")
+CONTROL_METHODS = ("piva", "piva_unbatched", "piva_separate")
 """Methods that use the depth ControlNet in 3D (appendix D.1); the others ignore ``control``."""
-REFERENCES: dict[str, tuple[str, type[EditMethod]]] = {"piva_unbatched": ("piva", PIVAUnbatched)}
-"""Reference implementations timed with ``--unbatched``: name -> (method whose config they take, class)."""
+REFERENCES: dict[str, tuple[str, type[EditMethod], dict[str, Any]]] = {
+    "piva_unbatched": ("piva", PIVAUnbatched, {}),
+    "piva_separate": ("piva", PIVA, {"fused_call": "separate"}),
+}
+"""Reference paths timed with ``--unbatched`` / ``--separate``: name -> (method whose config and
+adapters they take, class, config changes)."""
 
 
 # -- the model --------------------------------------------------------------------------------
@@ -244,11 +252,11 @@ class MethodBench:
         device = model.device
         use_control = name in CONTROL_METHODS and model.controlnet is not None
         if name in REFERENCES:
-            of, cls = REFERENCES[name]
+            of, cls, changes = REFERENCES[name]
             if beside is not None:
-                self.method: EditMethod = cls.beside(beside.method)
+                self.method: EditMethod = cls.beside(beside.method, **changes)
             else:
-                self.method = cls(build_config(of, EditSettings(method=of)), model)
+                self.method = cls(dataclasses.replace(build_config(of, EditSettings(method=of)), **changes), model)
         else:
             self.method = build_method(name, model, EditSettings(method=name))
         self.owns_method = beside is None  # a view on another bench's adapters must not remove them
@@ -357,6 +365,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--unbatched", action="store_true",
                         help="also time piva_unbatched (one model call per adapter: the code before batching)")
+    parser.add_argument("--separate", action="store_true",
+                        help="also time piva_separate (fused_call='separate': three calls a step, the CPU's before fusing)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                         help="model dtype (default: float32 on the CPU, bfloat16 on CUDA)")
@@ -376,18 +386,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.resolution % 64:
         parser.error(f"--resolution must be a multiple of 64 (8x VAE, 8x UNet down-sampling), got {args.resolution}")
     args.reps = args.reps or (10 if cuda else 3)
-    if args.unbatched and "piva" not in args.methods:
-        parser.error("--unbatched compares against piva: add piva to --methods")
+    if (args.unbatched or args.separate) and "piva" not in args.methods:
+        parser.error("--unbatched and --separate compare against piva: add piva to --methods")
     return args
 
 
-def run_order(methods: list[str], unbatched: bool) -> list[str]:
-    """The methods in the given order, piva_unbatched right after piva (side by side) when asked."""
+def run_order(methods: list[str], unbatched: bool, separate: bool = False) -> list[str]:
+    """The methods in the given order, piva's reference paths right after piva (side by side) when asked."""
     order: list[str] = []
     for name in methods:
         order.append(name)
         if name == "piva" and unbatched:
             order.append("piva_unbatched")
+        if name == "piva" and separate:
+            order.append("piva_separate")
     return order
 
 
@@ -401,13 +413,17 @@ def ratios(ms: dict[str, float], tflop: dict[str, float]) -> dict[str, float]:
         out["ratio_piva_unbatched_dds"] = ms["piva_unbatched"] / ms["dds"]
     if "piva_unbatched" in ms and "piva" in ms:
         out["speedup_piva"] = ms["piva_unbatched"] / ms["piva"]
+    if "piva_separate" in ms and "dds" in ms:
+        out["ratio_piva_separate_dds"] = ms["piva_separate"] / ms["dds"]
+    if "piva_separate" in ms and "piva" in ms:
+        out["speedup_piva_fused"] = ms["piva_separate"] / ms["piva"]
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    order = run_order(args.methods, args.unbatched)
+    order = run_order(args.methods, args.unbatched, args.separate)
     print(f"edit_step_device: {args.device}")
     print(f"edit_step_dtype: {args.dtype}")
     print(f"edit_step_resolution: {args.resolution}")

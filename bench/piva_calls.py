@@ -13,6 +13,12 @@ Printed (ms, median):
   call_ms_mixed_2rows           psi's row and phi's row in one call (peft's mixed batch), ControlNet
   call_ms_base_2rows_train      2 rows, forward + backward to the adapters' weights, one adapter
   call_ms_mixed_2rows_train     the same through the mixed batch (PIVA's train_steps)
+  call_ms_plain_4rows           4 rows, no adapter, no ControlNet (PIVA's eq.-9 base rows, as DDS's call)
+  call_ms_fused_8rows_train     PIVA's fused call: those 4 base rows, psi's and phi's prediction rows
+                                and their 2 training rows in one forward and backward pass, the
+                                ControlNet on the 4 adapter rows only (``LoraPair.predict_rows_and_train``)
+  piva_three_calls_ms           plain_4rows + mixed_2rows + mixed_2rows_train (PIVA's step unfused)
+  fused_over_three_calls        call_ms_fused_8rows_train / piva_three_calls_ms
   mixed_over_base_2rows         call_ms_mixed_2rows / call_ms_base_2rows
   train_over_forward_2rows      call_ms_mixed_2rows_train / call_ms_mixed_2rows
 """
@@ -75,7 +81,21 @@ def main(argv: list[str] | None = None) -> int:
             generator=torch.Generator().manual_seed(1),
         )
 
+    def plain4():
+        with torch.no_grad():
+            model.predict_noise(x[4], t[4], cond[4])
+
+    def fused():
+        pair.predict_rows_and_train(
+            [None] * 4 + [SOURCE, TARGET], torch.cat([x[4], x[2]]), torch.cat([t[4], t[2]]), torch.cat([cond[4], cond[2]]),
+            [AdapterBatch(SOURCE, x[2][:1], cond[2][:1], control[2][:1]),
+             AdapterBatch(TARGET, x[2][1:], cond[2][1:], control[2][1:])],
+            control=control[2], controlled=torch.tensor([False] * 4 + [True] * 2),
+            generator=torch.Generator().manual_seed(1),
+        )
+
     calls = {
+        "plain_4rows": plain4, "fused_8rows_train": fused,
         "base_4rows": base(4), "base_2rows": base(2), "psi_2rows": psi, "mixed_2rows": mixed,
         "base_2rows_train": train_one, "mixed_2rows_train": train_mixed,
     }
@@ -92,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in ms.items():
         print(f"call_ms_{name}: {value:.1f}")
     print(f"mixed_over_base_2rows: {ms['mixed_2rows'] / ms['base_2rows']:.3f}")
+    three = ms["plain_4rows"] + ms["mixed_2rows"] + ms["mixed_2rows_train"]
+    print(f"piva_three_calls_ms: {three:.1f}")
+    print(f"fused_over_three_calls: {ms['fused_8rows_train'] / three:.3f}")
     print(f"train_over_forward_2rows: {ms['mixed_2rows_train'] / ms['mixed_2rows']:.3f}")
     return 0
 

@@ -212,13 +212,15 @@ class LoraPair:
         t: Tensor,  # [N]
         cond: Tensor,  # [N, ...]
         *,
-        control: Tensor | None = None,  # [N, 3, H, W] or None
+        control: Tensor | None = None,  # [N, 3, H, W] (or [Nc, ...] with ``controlled``) or None
+        controlled: Tensor | None = None,  # [N] bool: the rows that take ``control``; None = all
     ) -> Tensor:  # [N, ...] float32 epsilon, no graph
         """One model call whose rows go through different adapters (peft's mixed-adapter batch)."""
         if len(names) != x_t.shape[0]:
             raise ValueError(f"{len(names)} adapter names for a batch of {x_t.shape[0]} rows")
+        kw = {} if controlled is None else {"controlled": controlled}
         with torch.no_grad(), self.rows(names):
-            return self.model.predict_noise(x_t, t, cond, control=control)
+            return self.model.predict_noise(x_t, t, cond, control=control, **kw)
 
     # -- training (eq. 7 and 8) ---------------------------------------------------------------
     def train_step(
@@ -286,6 +288,68 @@ class LoraPair:
             self.optimizers[name].step()
             self.optimizers[name].zero_grad(set_to_none=True)
         return {name: float(loss.detach()) for name, loss in zip(names, losses)}
+
+    def predict_rows_and_train(
+        self,
+        names: Sequence[str | None],  # [N] adapter of each prediction row (None = the pretrained model)
+        x_t: Tensor,  # [N, ...]
+        t: Tensor,  # [N]
+        cond: Tensor,  # [N, ...]
+        batches: Sequence[AdapterBatch],
+        *,
+        control: Tensor | None = None,  # [Nc, 3, H, W]: the depth of the controlled prediction rows, or None
+        controlled: Tensor | None = None,  # [N] bool: which prediction rows take ``control``; None = all (if given)
+        null_cond: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, dict[str, float]]:  # ([N, ...] float32 epsilon, no graph; loss per trained adapter)
+        """:meth:`predict_rows` and then :meth:`train_steps` on ``batches``, in ONE forward and backward
+        pass: the predictions use the weights before the update, as the two calls in sequence do,
+        and the random draws are :meth:`train_steps`' (so the results are the same up to float
+        rounding). Rows with and without depth may mix (the ControlNet runs on the controlled rows
+        only: ``DiffusionModel.predict_noise(controlled=)``).
+
+        Fewer calls, more FLOPs: the backward pass runs over every row of the batch (a dense
+        kernel's backward does not skip rows whose gradient is zero), so N + 2B rows go forward and
+        back instead of N forward and 2B forward and back. It pays where a call costs its weights
+        more than its rows (the CPU, small renders); see ``PIVAConfig.fused_call``."""
+        if len(names) != x_t.shape[0]:
+            raise ValueError(f"{len(names)} adapter names for a batch of {x_t.shape[0]} rows")
+        train_names = [b.name for b in batches]
+        if len(set(train_names)) != len(train_names) or not set(train_names) <= {SOURCE, TARGET}:
+            raise ValueError(f"predict_rows_and_train trains each of {SOURCE!r}, {TARGET!r} at most once, got {train_names}")
+        n = x_t.shape[0]
+        if controlled is None:
+            controlled = torch.full((n,), control is not None, dtype=torch.bool)
+        elif control is None and bool(controlled.any()):
+            raise ValueError("controlled rows were given but no control images")
+        drawn = [self._noised(b.x0, b.cond, null_cond, generator) for b in batches]  # train_steps' order
+        sizes = [d[0].shape[0] for d in drawn]
+        rows = list(names) + [b.name for b, size in zip(batches, sizes) for _ in range(size)]
+        mask = torch.cat([controlled.cpu()] + [torch.full((size,), b.control is not None) for b, size in zip(batches, sizes)])
+        controls = ([control] if control is not None else []) + [b.control for b in batches if b.control is not None]
+        kw: dict[str, Any] = {}
+        if controls:
+            kw["control"] = torch.cat(controls)
+            if not bool(mask.all()):
+                kw["controlled"] = mask
+        for name in train_names:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        with self.rows(rows):
+            pred = self.model.predict_noise(
+                torch.cat([x_t.detach()] + [d[0] for d in drawn]),
+                torch.cat([t] + [d[1] for d in drawn]),
+                torch.cat([cond.detach()] + [d[3] for d in drawn]),
+                **kw,
+            ).float()
+            losses = [
+                torch.nn.functional.mse_loss(p, eps) for p, (_, _, eps, _) in zip(pred[n:].split(sizes), drawn)
+            ]
+            if losses:
+                torch.stack(losses).sum().backward()
+        for name in train_names:
+            self.optimizers[name].step()
+            self.optimizers[name].zero_grad(set_to_none=True)
+        return pred[:n].detach(), {name: float(loss.detach()) for name, loss in zip(train_names, losses)}
 
     def _noised(
         self, x0: Tensor, cond: Tensor, null_cond: Tensor | None, generator: torch.Generator | None

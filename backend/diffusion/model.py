@@ -199,29 +199,51 @@ class DiffusionModel:
         t: Tensor,  # [B] integer timesteps
         cond: Tensor,  # [B, L, D] text embeddings
         *,
-        control: Tensor | None = None,  # [B, 3, H, W] depth image in [0, 1], or None
+        control: Tensor | None = None,  # [B, 3, H, W] (or [Nc, 3, H, W] with ``controlled``) depth in [0, 1], or None
         control_scale: float = 1.0,
+        controlled: Tensor | None = None,  # [B] bool: the rows that take ``control``; None = all
     ) -> Tensor:  # [B, C, h, w] float32 epsilon
-        """One batched UNet call (plus the ControlNet when ``control`` is given); returns epsilon."""
+        """One batched UNet call (plus the ControlNet when ``control`` is given); returns epsilon.
+
+        With ``controlled``, the ControlNet runs on those rows only (``control`` holds their depth
+        images, in row order) and the other rows get no residual: each row is what a call of its
+        own kind would give (the residuals are added, so a zero residual is exactly no control).
+        This lets one call hold rows with and without depth (PIVA's base and adapter rows)."""
         sample = x_t.to(self.dtype)
         cond = cond.to(self.dtype)
         extra: dict[str, Any] = {}
         if control is not None:
             if self.controlnet is None:
                 raise ValueError("a control image was given but no ControlNet is loaded; pass controlnet= to load()")
+            rows = None
+            if controlled is not None:
+                if controlled.shape != (sample.shape[0],) or controlled.dtype != torch.bool:
+                    raise ValueError(f"controlled must be a [{sample.shape[0]}] bool mask, got {controlled.dtype} {tuple(controlled.shape)}")
+                rows = controlled.nonzero().squeeze(1).to(sample.device)
+                if rows.numel() != control.shape[0]:
+                    raise ValueError(f"{rows.numel()} controlled rows but {control.shape[0]} control images")
             down, mid = self.controlnet(
-                sample,
-                t,
-                encoder_hidden_states=cond,
+                sample if rows is None else sample[rows],
+                t if rows is None else t[rows],
+                encoder_hidden_states=cond if rows is None else cond[rows],
                 controlnet_cond=control.to(self.dtype),
                 conditioning_scale=control_scale,
                 return_dict=False,
             )
+            if rows is not None:
+                down = tuple(_scatter_rows(r, rows, sample.shape[0]) for r in down)
+                mid = _scatter_rows(mid, rows, sample.shape[0])
             extra = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         out = self.unet(sample, t, encoder_hidden_states=cond, return_dict=False, **extra)[0].float()
         if self.prediction_type == "v_prediction":
             out = v_to_epsilon(out, x_t.float(), t, self.alphas_cumprod)
         return out
+
+
+def _scatter_rows(residual: Tensor, rows: Tensor, batch: int) -> Tensor:  # [Nc, ...] -> [batch, ...]
+    """A ControlNet residual of the controlled ``rows`` placed in a zero residual of the whole batch."""
+    full = residual.new_zeros((batch, *residual.shape[1:]))
+    return full.index_copy(0, rows, residual)
 
 
 def v_to_epsilon(v: Tensor, x_t: Tensor, t: Tensor, alphas_cumprod: Tensor) -> Tensor:

@@ -33,13 +33,17 @@ Batching (so that a step costs its FLOPs, not its number of calls): the base mod
 one call (4 rows with x_hat_t, 2 with the shortcut), psi's and phi's predictions one call of peft's
 mixed-adapter rows (``LoraPair.predict_rows``), merged with the base rows into a single call when
 both take the same control input (no depth, or ``control_base`` with the shortcut), and the two
-adapters' diffusion-loss steps one forward and backward pass (``LoraPair.train_steps``). Rows of a
-UNet batch never mix, so this is the one-call-per-adapter computation of :class:`PIVAUnbatched`
-(kept as the tests' and the benchmark's reference) up to float rounding, with the same random draws.
+adapters' diffusion-loss steps one forward and backward pass (``LoraPair.train_steps``). With
+``fused_call`` (the default on the CPU) all of it is ONE forward and backward pass
+(``LoraPair.predict_rows_and_train``: the predictions use the pre-step adapters, as in sequence; the
+ControlNet runs on the controlled rows only). Rows of a UNet batch never mix, so each grouping is
+the one-call-per-adapter computation of :class:`PIVAUnbatched` (kept as the tests' and the
+benchmark's reference) up to float rounding, with the same random draws.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +115,18 @@ class PIVAConfig(ScheduleConfig):
     adapter_control: bool = True
     """Feed ``inputs.control`` (the rendered depth) to psi and phi through the ControlNet, as in the
     paper's 3D experiments (appendix D.1); False = plain LoRA adapters, as in its 2D experiments."""
+    fused_call: str = "auto"
+    """How a step's model calls are grouped (the results are the same up to float rounding):
+    ``separate``: three calls, the base rows, the adapters' prediction rows (no graph) and their
+    training rows (forward and backward); ``fused``: one forward and backward pass holding all of
+    them (``LoraPair.predict_rows_and_train``); ``auto``: fused on the CPU, separate elsewhere.
+    Fused costs fewer calls but more FLOPs (the backward runs over every row, 8 row-passes more per
+    image): measured on 2 CPU cores, where a call costs mostly its weights, fused is 0.68x the time
+    of separate (bench/piva_calls.py); on a GPU at 512 px, compute-bound, separate is cheaper."""
+
+
+FUSED_CALLS = ("auto", "fused", "separate")
+"""Values of :attr:`PIVAConfig.fused_call`."""
 
 
 PAPER: dict[str, object] = {
@@ -151,7 +167,23 @@ class PIVA(EditMethod):
             raise ValueError(f"adapter_steps must be >= 0 (1 = the paper), got {config.adapter_steps}")
         if config.adapter_warmup_steps < 0:
             raise ValueError(f"adapter_warmup_steps must be >= 0 (0 = no warm-up, as in the paper), got {config.adapter_warmup_steps}")
+        if config.fused_call not in FUSED_CALLS:
+            raise ValueError(f"fused_call must be one of {', '.join(FUSED_CALLS)}, got {config.fused_call!r}")
         self.warmed_up = config.adapter_warmup_steps == 0
+        self._fused_losses: tuple[float, float] | None = None
+        """(loss_psi, loss_phi) of the adapter step the fused call of this step already made."""
+
+    @classmethod
+    def beside(cls, method: "PIVA", **config_changes: Any) -> "PIVA":
+        """This class's path on ``method``'s own model and adapters, with ``config_changes`` (one pair
+        of adapters, so two paths can alternate on one UNet, step by step: ``bench/edit_step.py
+        --unbatched`` / ``--separate``). Only ``method`` may be closed."""
+        view = cls.__new__(cls)
+        EditMethod.__init__(view, dataclasses.replace(method.config, **config_changes), method.model)
+        view.adapters = method.adapters
+        view.warmed_up = method.warmed_up
+        view._fused_losses = None
+        return view
 
     def warm_up(self, inputs: MethodInputs) -> dict[str, float]:
         """``adapter_warmup_steps`` steps of psi and phi on the source render (see the config)."""
@@ -193,10 +225,72 @@ class PIVA(EditMethod):
         t, eps = self.timestep_and_noise(inputs, x)
         x_t = add_noise(x, eps, t, ac)
         xs_t = add_noise(self._need_source(inputs), eps, t, ac) if c.use_source_latent else None
-        # 2-3. DDS term and regulariser of eq. 9
-        dds, reg = self._dds_and_regulariser(x_t, xs_t, t, inputs)
+        # 2-3. DDS term and regulariser of eq. 9 (with the fused call, also Algorithm 1's first adapter step)
+        if self._fuses(x):
+            dds, reg = self._fused_step(x_t, xs_t, t, inputs)
+        else:
+            dds, reg = self._dds_and_regulariser(x_t, xs_t, t, inputs)
         grad = per_sample(weight(c.weighting, ac, t), x) * (dds + c.lambda_identity * reg)
         return grad, {"t": float(t.float().mean()), "reg_norm": float(reg.norm()), "dds_norm": float(dds.norm())}
+
+    def _fuses(self, x: Tensor) -> bool:
+        """Whether this step makes its predictions and its first adapter step in one call."""
+        c = self.config
+        if not (c.train_adapters and c.adapter_steps >= 1):
+            return False
+        return c.fused_call == "fused" or (c.fused_call == "auto" and x.device.type == "cpu")
+
+    def _base_rows(
+        self, x_t: Tensor, xs_t: Tensor | None, inputs: MethodInputs
+    ) -> tuple[list[Tensor], list[Tensor], Tensor | None]:  # -> (latents, conditions, control [kB, 3, H, W] or None)
+        """The base model's rows of eq. 9: ``[xs_t | uncond, xs_t | src, x_t | uncond, x_t | tgt]``
+        (as written, never controlled, as :func:`guided_pair`) or ``[x_t | src, x_t | tgt]`` (the
+        shortcut, controlled with ``control_base``)."""
+        B = x_t.shape[0]
+        uncond, src, tgt = (expand(v, B) for v in (inputs.cond_uncond, inputs.cond_src, inputs.cond_tgt))
+        if xs_t is not None:
+            return [xs_t, xs_t, x_t, x_t], [uncond, src, uncond, tgt], None
+        control = torch.cat([inputs.control] * 2) if self.config.control_base and inputs.control is not None else None
+        return [x_t, x_t], [src, tgt], control
+
+    def _dds_from_base(self, e_base: Tensor, shortcut: bool) -> Tensor:  # [kB, ...] -> [B, ...]
+        s = self.config.guidance_scale
+        if not shortcut:
+            es_u, es_c, et_u, et_c = e_base.chunk(4)
+            return cfg(et_u, et_c, s) - cfg(es_u, es_c, s)
+        # same x_t in both branches: CFG_tgt - CFG_src = s (e_tgt - e_src), the uncond cancels
+        e_src, e_tgt = e_base.chunk(2)
+        return s * (e_tgt - e_src)
+
+    def _fused_step(
+        self, x_t: Tensor, xs_t: Tensor | None, t: Tensor, inputs: MethodInputs
+    ) -> tuple[Tensor, Tensor]:  # as _dds_and_regulariser
+        """The base rows, the adapters' prediction rows and Algorithm 1's first adapter step (the
+        batches of :meth:`after_step`, same draws) in ONE forward and backward pass; the step's
+        adapter losses are kept for :meth:`after_step`. Depth goes to the rows that take it only."""
+        c = self.config
+        B = x_t.shape[0]
+        base_x, base_c, base_control = self._base_rows(x_t, xs_t, inputs)
+        k = len(base_x)
+        src, tgt = expand(inputs.cond_src, B), expand(inputs.cond_tgt, B)
+        adapter_control = torch.cat([inputs.control] * 2) if c.adapter_control and inputs.control is not None else None
+        controls = [v for v in (base_control, adapter_control) if v is not None]
+        controlled = torch.tensor([base_control is not None] * (k * B) + [adapter_control is not None] * (2 * B))
+        psi, phi = self._training_batches(inputs)
+        e, losses = self.adapters.predict_rows_and_train(
+            [BASE] * (k * B) + [SOURCE] * B + [TARGET] * B,
+            torch.cat(base_x + [x_t, x_t]),
+            t.repeat(k + 2),
+            torch.cat(base_c + [src, tgt]),
+            [psi, phi],
+            control=torch.cat(controls) if controls else None,
+            controlled=controlled,
+            null_cond=inputs.cond_null,
+            generator=inputs.generator,
+        )
+        self._fused_losses = (losses[SOURCE], losses[TARGET])
+        e_psi, e_phi = e[k * B :].chunk(2)
+        return self._dds_from_base(e[: k * B], xs_t is None), e_psi - e_phi
 
     def _dds_and_regulariser(
         self, x_t: Tensor, xs_t: Tensor | None, t: Tensor, inputs: MethodInputs
@@ -210,12 +304,8 @@ class PIVA(EditMethod):
         ControlNet runs on a whole batch or not at all)."""
         c = self.config
         B = x_t.shape[0]
-        uncond, src, tgt = (expand(v, B) for v in (inputs.cond_uncond, inputs.cond_src, inputs.cond_tgt))
-        if xs_t is not None:
-            base_x, base_c, base_control = [xs_t, xs_t, x_t, x_t], [uncond, src, uncond, tgt], None
-        else:
-            base_x, base_c = [x_t, x_t], [src, tgt]
-            base_control = torch.cat([inputs.control] * 2) if c.control_base and inputs.control is not None else None
+        src, tgt = expand(inputs.cond_src, B), expand(inputs.cond_tgt, B)
+        base_x, base_c, base_control = self._base_rows(x_t, xs_t, inputs)
         k = len(base_x)
         adapter_control = torch.cat([inputs.control] * 2) if c.adapter_control and inputs.control is not None else None
         adapter_rows = [SOURCE] * B + [TARGET] * B
@@ -235,32 +325,34 @@ class PIVA(EditMethod):
             e_adapters = self.adapters.predict_rows(
                 adapter_rows, torch.cat([x_t, x_t]), t.repeat(2), torch.cat([src, tgt]), control=adapter_control
             )
-        if xs_t is not None:
-            es_u, es_c, et_u, et_c = e_base.chunk(4)
-            dds = cfg(et_u, et_c, c.guidance_scale) - cfg(es_u, es_c, c.guidance_scale)
-        else:
-            # same x_t in both branches: CFG_tgt - CFG_src = s (e_tgt - e_src), the uncond cancels
-            e_src, e_tgt = e_base.chunk(2)
-            dds = c.guidance_scale * (e_tgt - e_src)
         e_psi, e_phi = e_adapters.chunk(2)
-        return dds, e_psi - e_phi
+        return self._dds_from_base(e_base, xs_t is None), e_psi - e_phi
 
     def after_step(self, inputs: MethodInputs) -> dict[str, float]:
         """Algorithm 1, last line: psi on the original render (eq. 7), phi on the edited one (eq. 8)."""
         if not self.config.train_adapters:
             return {}
+        steps = self.config.adapter_steps
+        loss_psi = loss_phi = 0.0
+        if self._fused_losses is not None:  # the fused call made this step's first adapter step
+            (loss_psi, loss_phi), self._fused_losses = self._fused_losses, None
+            steps -= 1
+        for _ in range(steps):
+            loss_psi, loss_phi = self._train_pair(*self._training_batches(inputs), inputs)
+        return {"lora_psi": loss_psi, "lora_phi": loss_phi}
+
+    def _training_batches(self, inputs: MethodInputs) -> tuple[AdapterBatch, AdapterBatch]:
+        """Algorithm 1's adapter batches: psi on the original render with the source prompt and its
+        depth, phi on the edited render with the target prompt and its depth (no depth without
+        ``adapter_control``)."""
         source = self._need_source(inputs)
         B = source.shape[0]
         use_control = self.config.adapter_control
         source_control = inputs.source_control if inputs.source_control is not None else inputs.control
-        loss_psi = loss_phi = 0.0
-        for _ in range(self.config.adapter_steps):
-            loss_psi, loss_phi = self._train_pair(
-                AdapterBatch(SOURCE, source, expand(inputs.cond_src, B), source_control if use_control else None),
-                AdapterBatch(TARGET, inputs.x.detach(), expand(inputs.cond_tgt, B), inputs.control if use_control else None),
-                inputs,
-            )
-        return {"lora_psi": loss_psi, "lora_phi": loss_phi}
+        return (
+            AdapterBatch(SOURCE, source, expand(inputs.cond_src, B), source_control if use_control else None),
+            AdapterBatch(TARGET, inputs.x.detach(), expand(inputs.cond_tgt, B), inputs.control if use_control else None),
+        )
 
     def _train_pair(self, psi: AdapterBatch, phi: AdapterBatch, inputs: MethodInputs) -> tuple[float, float]:
         """One diffusion-loss step of psi and of phi (random draws: psi's, then phi's); (loss_psi, loss_phi)."""
@@ -295,16 +387,8 @@ class PIVAUnbatched(PIVA):
 
     name = "piva_unbatched"
 
-    @classmethod
-    def beside(cls, method: PIVA) -> "PIVAUnbatched":
-        """The reference path on ``method``'s own model and adapters (one pair of adapters, so both
-        paths can alternate on one UNet, step by step: ``bench/edit_step.py --unbatched``). Only
-        ``method`` may be closed."""
-        view = cls.__new__(cls)
-        EditMethod.__init__(view, method.config, method.model)
-        view.adapters = method.adapters
-        view.warmed_up = method.warmed_up
-        return view
+    def _fuses(self, x: Tensor) -> bool:
+        return False  # the reference never fuses
 
     def regulariser(self, x_t: Tensor, t: Tensor, inputs: MethodInputs) -> Tensor:
         B = x_t.shape[0]

@@ -33,8 +33,12 @@ class LinearPredictor(torch.nn.Module):
     def lora_target(self) -> torch.nn.Module:
         return self
 
-    def predict_noise(self, x_t: Tensor, t: Tensor, cond: Tensor, *, control: Tensor | None = None) -> Tensor:
+    def predict_noise(
+        self, x_t: Tensor, t: Tensor, cond: Tensor, *, control: Tensor | None = None, controlled: Tensor | None = None
+    ) -> Tensor:
         self.calls.append(x_t.shape[0])
+        if controlled is not None:  # the control does not enter the closed form; check the call is coherent
+            assert controlled.shape == (x_t.shape[0],) and control is not None and control.shape[0] == int(controlled.sum())
         shape = (-1,) + (1,) * (x_t.dim() - 1)
         a = cond[:, 0].view(shape)
         b = cond[:, 1].view(shape)

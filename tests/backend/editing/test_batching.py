@@ -68,10 +68,11 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("fused_call", ["fused", "separate"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_batched_piva_matches_the_unbatched_reference_on_the_standin(case):
+def test_batched_piva_matches_the_unbatched_reference_on_the_standin(case, fused_call):
     config, inputs_kw = CASES[case]
-    config = dict(lora_learning_rate=1e-2, **config)
+    config = dict(lora_learning_rate=1e-2, fused_call=fused_call, **config)
     batched, reference = (cls(PIVAConfig(**config), LinearPredictor()) for cls in (PIVA, PIVAUnbatched))
     make = lambda step: standin_inputs(step, **inputs_kw)  # noqa: E731
     results, expected = run(batched, make, 4), run(reference, make, 4)
@@ -80,11 +81,30 @@ def test_batched_piva_matches_the_unbatched_reference_on_the_standin(case):
 
 def test_batched_piva_makes_one_base_call_one_adapter_call_and_one_training_pass():
     B = SHAPE[0]
-    batched, reference = (cls(PIVAConfig(), LinearPredictor()) for cls in (PIVA, PIVAUnbatched))
+    batched, reference = (cls(PIVAConfig(fused_call="separate"), LinearPredictor()) for cls in (PIVA, PIVAUnbatched))
     batched.step(standin_inputs(0, control=True))
     reference.step(standin_inputs(0, control=True))
     assert batched.model.calls == [4 * B, 2 * B, 2 * B]
     assert reference.model.calls == [4 * B, B, B, B, B]
+
+
+@pytest.mark.parametrize("adapter_steps, calls", [(1, [8]), (2, [8, 2])])
+def test_fused_piva_makes_one_call_on_the_cpu_by_default(adapter_steps, calls):
+    """auto = fused on the CPU: base rows, prediction rows and the first adapter step in one call;
+    a second adapter step is a training pass of its own."""
+    B = SHAPE[0]
+    method = PIVA(PIVAConfig(adapter_steps=adapter_steps), LinearPredictor())
+    result = method.step(standin_inputs(0, control=True))
+    assert method.model.calls == [c * B for c in calls]
+    assert {"lora_psi", "lora_phi"} <= result.losses.keys()
+    frozen = PIVA(PIVAConfig(train_adapters=False), LinearPredictor())
+    frozen.step(standin_inputs(1, control=True))
+    assert frozen.model.calls == [4 * B, 2 * B]  # nothing to train: the predictions alone, no graph
+
+
+def test_fused_call_names_its_choices():
+    with pytest.raises(ValueError, match="fused_call must be one of auto, fused, separate"):
+        PIVA(PIVAConfig(fused_call="always"), LinearPredictor())
 
 
 @pytest.fixture
@@ -110,10 +130,12 @@ def sd_inputs(model: DiffusionModel, step: int) -> MethodInputs:
     )
 
 
+@pytest.mark.parametrize("fused_call", ["fused", "separate"])
 @pytest.mark.parametrize("preset", ["default", "paper"])
-def test_batched_piva_matches_the_reference_through_a_diffusers_unet_and_controlnet(sd_pair, preset):
-    """The real path: peft's LoRA layers in a diffusers UNet's attention, the ControlNet on the adapters."""
-    config = {**(PAPER if preset == "paper" else {}), "lora_learning_rate": 1e-2}
+def test_batched_piva_matches_the_reference_through_a_diffusers_unet_and_controlnet(sd_pair, preset, fused_call):
+    """The real path: peft's LoRA layers in a diffusers UNet's attention, the ControlNet on the
+    adapters (fused: on the adapter rows of a call whose base rows take none)."""
+    config = {**(PAPER if preset == "paper" else {}), "lora_learning_rate": 1e-2, "fused_call": fused_call}
     (m1, m2) = sd_pair
     batched, reference = PIVA(PIVAConfig(**config), m1), PIVAUnbatched(PIVAConfig(**config), m2)
     try:
@@ -156,3 +178,22 @@ def test_mixed_rows_are_the_single_adapter_calls(sd_pair):
             torch.testing.assert_close(model.predict_noise(xs[2:], t[2:], cs[2:], control=ds[2:]), base)
     finally:
         pair.remove()
+
+
+def test_controlled_rows_are_the_calls_of_their_own_kind(sd_pair):
+    """predict_noise(controlled=): the ControlNet on some rows of a call, each row as in a call of its kind."""
+    model, _ = sd_pair
+    g = torch.Generator().manual_seed(3)
+    x, depth = torch.randn(3, 4, 16, 16, generator=g), torch.rand(2, 3, 32, 32, generator=g)
+    t, c = torch.tensor([100, 500, 900]), model.encode_prompt("a red cube").expand(3, -1, -1)
+    with torch.no_grad():
+        mixed = model.predict_noise(x, t, c, control=depth, controlled=torch.tensor([True, False, True]))
+        with_depth = model.predict_noise(x[[0, 2]], t[[0, 2]], c[:2], control=depth)
+        plain = model.predict_noise(x[1:2], t[1:2], c[:1])
+    torch.testing.assert_close(mixed[[0, 2]], with_depth, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mixed[1:2], plain, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(with_depth[:1], model.predict_noise(x[:1], t[:1], c[:1]).detach(), atol=1e-4)
+    with pytest.raises(ValueError, match="2 controlled rows but 1 control images"):
+        model.predict_noise(x, t, c, control=depth[:1], controlled=torch.tensor([True, False, True]))
+    with pytest.raises(ValueError, match=r"controlled must be a \[3\] bool mask"):
+        model.predict_noise(x, t, c, control=depth, controlled=torch.tensor([1, 0, 1]))

@@ -255,34 +255,39 @@ def test_methods_needing_a_source_say_so():
 
 
 class ControlRecorder(LinearPredictor):
-    """Records whether every call was given a depth control image."""
+    """Records, for every call, which rows were given a depth control image."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.with_control: list[bool] = []
+        self.with_control: list[list[bool]] = []
 
-    def predict_noise(self, x_t, t, cond, *, control=None):
-        self.with_control.append(control is not None)
-        return super().predict_noise(x_t, t, cond, control=control)
+    def predict_noise(self, x_t, t, cond, *, control=None, controlled=None):
+        rows = [control is not None] * x_t.shape[0] if controlled is None else controlled.tolist()
+        self.with_control.append(rows)
+        return super().predict_noise(x_t, t, cond, control=control, controlled=controlled)
 
 
+@pytest.mark.parametrize("fused_call", ["separate", "fused"])
 @pytest.mark.parametrize("adapter_control", [True, False])
-def test_piva_adapters_get_the_depth_only_on_the_controlnet_path(adapter_control):
+def test_piva_adapters_get_the_depth_only_on_the_controlnet_path(adapter_control, fused_call):
     model = ControlRecorder()
     inputs = make_inputs()
     inputs.control = torch.rand(SHAPE[0], 3, 4, 4)
-    method = PIVA(PIVAConfig(**fixed_t(adapter_control=adapter_control)), model)
+    method = PIVA(PIVAConfig(**fixed_t(adapter_control=adapter_control, fused_call=fused_call)), model)
     method.step(inputs)
     B = SHAPE[0]
-    if adapter_control:
-        # call 1: the base model's DDS call of 4 (never controlled unless control_base); call 2: psi
-        # and phi predictions in one call; call 3: their training steps, one forward and backward
-        assert model.with_control == [False, True, True]
-        assert model.calls == [4 * B, 2 * B, 2 * B]
+    d = adapter_control
+    if fused_call == "fused":
+        # one call: the base model's DDS rows (never controlled unless control_base), psi's and
+        # phi's prediction rows, their training rows; the depth on the adapters' rows only
+        assert model.with_control == [[False] * (4 * B) + [d] * (4 * B)]
+    elif adapter_control:
+        # call 1: the base model's DDS call of 4; call 2: psi and phi predictions in one call;
+        # call 3: their training steps, one forward and backward
+        assert model.with_control == [[False] * (4 * B), [True] * (2 * B), [True] * (2 * B)]
     else:
         # nobody takes the depth: base and adapter predictions share one call, then the training
-        assert model.with_control == [False, False]
-        assert model.calls == [6 * B, 2 * B]
+        assert model.with_control == [[False] * (6 * B), [False] * (2 * B)]
 
 
 def test_piva_warmup_brings_the_step0_regulariser_towards_zero():
@@ -299,7 +304,7 @@ def test_piva_warmup_brings_the_step0_regulariser_towards_zero():
     # (the stand-in's prompt bias b_c * t / T is out of reach of its bias-free LoRA: not all of it goes)
     assert after < 0.7 * before, (float(before), float(after))
     # the first step warms up by itself, once; a checkpoint keeps that it happened
-    fresh = PIVA(PIVAConfig(**fixed_t(adapter_warmup_steps=3)), model := LinearPredictor())
+    fresh = PIVA(PIVAConfig(**fixed_t(adapter_warmup_steps=3, fused_call="separate")), model := LinearPredictor())
     fresh.step(make_inputs(source=source))
     # 3 batched warm-up steps (psi and phi together), the step's one call, its batched training step
     assert fresh.warmed_up and model.calls == [2 * SHAPE[0]] * 3 + [6 * SHAPE[0], 2 * SHAPE[0]]

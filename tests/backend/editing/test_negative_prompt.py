@@ -22,9 +22,9 @@ class RecordingPredictor(LinearPredictor):
         super().__init__()
         self.conds: list[torch.Tensor] = []
 
-    def predict_noise(self, x_t, t, cond, *, control=None):
+    def predict_noise(self, x_t, t, cond, *, control=None, controlled=None):
         self.conds.append(cond.detach().clone())
-        return super().predict_noise(x_t, t, cond, control=control)
+        return super().predict_noise(x_t, t, cond, control=control, controlled=controlled)
 
 
 def rows(cond: torch.Tensor) -> list[str]:
@@ -89,9 +89,14 @@ def test_the_empty_negative_prompt_is_todays_behaviour(method):
     torch.testing.assert_close(grad_none, grad_empty)
 
 
-def test_piva_adapter_dropout_stays_the_empty_prompt():
-    calls, _ = run("piva", NEG, lora_condition_dropout=1.0)
-    guided_and_reg, train = calls
+@pytest.mark.parametrize("fused_call", ["separate", "fused"])
+def test_piva_adapter_dropout_stays_the_empty_prompt(fused_call):
+    calls, _ = run("piva", NEG, lora_condition_dropout=1.0, fused_call=fused_call)
+    if fused_call == "fused":  # one call: the predictions' rows, then the training rows
+        (rows_of_call,) = calls
+        guided_and_reg, train = rows_of_call[: 6 * B], rows_of_call[6 * B :]
+    else:
+        guided_and_reg, train = calls
     assert per_image(guided_and_reg) == EXPECTED["piva"]  # adapters at CFG 1: no uncond in their rows
     assert train == ["null"] * (2 * B)  # psi's and phi's rows, dropped: unconditional training
 
