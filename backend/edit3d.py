@@ -47,7 +47,7 @@ from .editing.base import EditMethod, MethodInputs
 from .field.ngp_field import NGPField, save_field
 from .progress import JobCancelled, StageReporter
 from .render.rays import Intrinsics, generate_rays
-from .render.samplers import Sampler, StratifiedSampler, make_sampler
+from .render.samplers import Sampler, make_sampler
 from .render.volume import render_image, render_rays
 
 CHECKPOINT_STEM = "edit"
@@ -199,13 +199,7 @@ def _setup(
     edited = copy.deepcopy(original).train().requires_grad_(True)
     if spec.edit.fine_level_limit > 0:  # levels finer than a render pixel stay as fitted (EditSettings)
         edited.encoding.freeze_levels_above(spec.edit.fine_level_limit * spec.edit.render_resolution)
-    source_sampler = make_sampler(original.aabb, 96, device)
-    sampler = make_sampler(edited.aabb, 96, device, warmup_steps=0)
-    if isinstance(source_sampler, StratifiedSampler):
-        source_sampler.warmup_steps = 0
-    source_generator = torch.Generator(device=device)
-    source_generator.manual_seed(spec.seed)
-    source_sampler.update(0, original.density, generator=source_generator)
+    source_sampler, sampler = edit_samplers(original, device, spec.seed)
     groups = edited.parameter_groups(spec.edit.field_learning_rate, spec.edit.field_mlp_learning_rate)
     optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
     generator = torch.Generator(device=device)
@@ -220,6 +214,23 @@ def _setup(
         cond_negative=model.encode_prompt(spec.negative_prompt) if spec.negative_prompt.strip() else None,
     )
     return EditState(edited, optimizer, sampler, method, generator), source
+
+
+def edit_samplers(original: NGPField, device: torch.device, seed: int) -> tuple[Sampler, Sampler]:
+    """(the original's sampler, the edited copy's) at step 0, both with the original's whole grid.
+
+    The original's grid is filled from every cell once (a warm-up update) and left as it is; the
+    edited copy starts from that same grid (at step 0 it IS the original) and then refreshes it
+    every ``update_every`` steps from random cells, EMA-max, as it moves. A grid filled from a
+    random quarter of the cells, as before, missed 61% of a fitted cube's occupied cells at step 0
+    (6% still at step 144): the renders lost surface pixels at random, ragged silhouettes."""
+    source_sampler = make_sampler(original.aabb, 96, device)  # default warm-up: its first update sees every cell
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    source_sampler.update(0, original.density, generator=generator)
+    sampler = make_sampler(original.aabb, 96, device, warmup_steps=0)
+    sampler.load_state_dict(source_sampler.state_dict())
+    return source_sampler, sampler
 
 
 def _step(

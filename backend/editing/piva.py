@@ -34,7 +34,7 @@ one call (4 rows with x_hat_t, 2 with the shortcut), psi's and phi's predictions
 mixed-adapter rows (``LoraPair.predict_rows``), merged with the base rows into a single call when
 both take the same control input (no depth, or ``control_base`` with the shortcut), and the two
 adapters' diffusion-loss steps one forward and backward pass (``LoraPair.train_steps``). With
-``fused_call`` (the default on the CPU) all of it is ONE forward and backward pass
+``fused_call`` (the default on the CPU for a full-size UNet) all of it is ONE forward and backward pass
 (``LoraPair.predict_rows_and_train``: the predictions use the pre-step adapters, as in sequence; the
 ControlNet runs on the controlled rows only). Rows of a UNet batch never mix, so each grouping is
 the one-call-per-adapter computation of :class:`PIVAUnbatched` (kept as the tests' and the
@@ -119,14 +119,19 @@ class PIVAConfig(ScheduleConfig):
     """How a step's model calls are grouped (the results are the same up to float rounding):
     ``separate``: three calls, the base rows, the adapters' prediction rows (no graph) and their
     training rows (forward and backward); ``fused``: one forward and backward pass holding all of
-    them (``LoraPair.predict_rows_and_train``); ``auto``: fused on the CPU, separate elsewhere.
-    Fused costs fewer calls but more FLOPs (the backward runs over every row, 8 row-passes more per
-    image): measured on 2 CPU cores, where a call costs mostly its weights, fused is 0.68x the time
-    of separate (bench/piva_calls.py); on a GPU at 512 px, compute-bound, separate is cheaper."""
+    them (``LoraPair.predict_rows_and_train``); ``auto``: fused on the CPU with a UNet of at least
+    ``FUSED_MIN_PARAMETERS``, separate otherwise. Fused costs fewer calls but more FLOPs (the
+    backward runs over every row: 1.30x the TFLOP of separate), so it pays only where a call costs
+    its weights more than its rows. Measured on 2 CPU cores at 64 px (docs/RESULTS.md): with
+    SD 2.1-base (865 M) fused is 1.31x faster; with the embedded toy UNet (3.2 M) it is 1.36x
+    slower; on a GPU at 512 px the step is compute-bound and separate is cheaper."""
 
 
 FUSED_CALLS = ("auto", "fused", "separate")
 """Values of :attr:`PIVAConfig.fused_call`."""
+FUSED_MIN_PARAMETERS = 100_000_000
+"""``fused_call="auto"`` fuses on the CPU from this many UNet parameters (SD 2.1-base: 865 M;
+the toy model: 3.2 M, where separate is faster)."""
 
 
 PAPER: dict[str, object] = {
@@ -172,6 +177,8 @@ class PIVA(EditMethod):
         self.warmed_up = config.adapter_warmup_steps == 0
         self._fused_losses: tuple[float, float] | None = None
         """(loss_psi, loss_phi) of the adapter step the fused call of this step already made."""
+        self._unet_parameters: int | None = None
+        """Frozen parameters of the model's UNet (``fused_call="auto"`` decides by it), counted once."""
 
     @classmethod
     def beside(cls, method: "PIVA", **config_changes: Any) -> "PIVA":
@@ -183,6 +190,7 @@ class PIVA(EditMethod):
         view.adapters = method.adapters
         view.warmed_up = method.warmed_up
         view._fused_losses = None
+        view._unet_parameters = None
         return view
 
     def warm_up(self, inputs: MethodInputs) -> dict[str, float]:
@@ -238,7 +246,13 @@ class PIVA(EditMethod):
         c = self.config
         if not (c.train_adapters and c.adapter_steps >= 1):
             return False
-        return c.fused_call == "fused" or (c.fused_call == "auto" and x.device.type == "cpu")
+        if c.fused_call != "auto":
+            return c.fused_call == "fused"
+        if x.device.type != "cpu":
+            return False
+        if self._unet_parameters is None:
+            self._unet_parameters = sum(p.numel() for p in self.model.lora_target.parameters() if not p.requires_grad)
+        return self._unet_parameters >= FUSED_MIN_PARAMETERS
 
     def _base_rows(
         self, x_t: Tensor, xs_t: Tensor | None, inputs: MethodInputs

@@ -103,8 +103,7 @@ def edit_latent_field(original, refiner, model, method, spec: contract.JobSpec, 
 def setup_latent_edit(original, refiner, model, method, spec: contract.JobSpec, device: torch.device):
     """(EditState, EditSource) of ``edit3d`` for a latent field: the edited copy and its optimiser, the
     frozen original with a filled occupancy grid, the encoded prompts. The refiner is frozen."""
-    from ..edit3d import EditSource, EditState
-    from ..render.samplers import StratifiedSampler, make_sampler
+    from ..edit3d import EditSource, EditState, edit_samplers
 
     original = original.to(device).eval().requires_grad_(False)
     if refiner is not None:
@@ -112,13 +111,7 @@ def setup_latent_edit(original, refiner, model, method, spec: contract.JobSpec, 
     edited = copy.deepcopy(original).train().requires_grad_(True)
     if spec.edit.fine_level_limit > 0:
         edited.encoding.freeze_levels_above(spec.edit.fine_level_limit * spec.edit.render_resolution)
-    source_sampler = make_sampler(original.aabb, 96, device)
-    sampler = make_sampler(edited.aabb, 96, device, warmup_steps=0)
-    if isinstance(source_sampler, StratifiedSampler):
-        source_sampler.warmup_steps = 0
-    source_generator = torch.Generator(device=device)
-    source_generator.manual_seed(spec.seed)
-    source_sampler.update(0, original.density, generator=source_generator)
+    source_sampler, sampler = edit_samplers(original, device, spec.seed)
     optimizer = torch.optim.Adam(
         edited.parameter_groups(spec.edit.field_learning_rate, spec.edit.field_mlp_learning_rate), betas=(0.9, 0.99), eps=1e-15
     )

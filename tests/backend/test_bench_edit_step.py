@@ -56,8 +56,8 @@ def test_bench_method_times_and_counts_every_method_on_the_tiny_model(edit_step,
     assert figures["piva"]["tflop"] > 1.5 * figures["sds"]["tflop"]
     # batching moves rows between calls, it does not add or drop work
     assert figures["piva_unbatched"]["tflop"] == pytest.approx(figures["piva_separate"]["tflop"], rel=0.02)
-    # the fused call (the CPU's default) runs its backward over every row: more FLOPs in fewer calls
-    assert figures["piva"]["tflop"] > 1.1 * figures["piva_separate"]["tflop"]
+    # a tiny UNet: auto chooses the separate calls (the fused call's FLOPs: tests/backend/editing)
+    assert figures["piva"]["tflop"] == pytest.approx(figures["piva_separate"]["tflop"], rel=0.02)
     # bench_method closes each method: PIVA's adapters are gone from the UNet afterwards
     assert not any("lora_" in n for n, _ in model.unet.named_parameters())
 

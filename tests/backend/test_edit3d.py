@@ -152,3 +152,32 @@ def test_an_edit_checkpoint_of_wrong_shapes_names_the_file(tmp_path, model):
     with pytest.raises(CheckpointError, match="checkpoint shape") as info:
         run_edit(model, tmp_path, steps=2)
     assert f"{stem}.json" in info.value.what
+
+
+class Ball(torch.nn.Module):
+    """A field whose density is 50 inside a ball of radius 0.5 and 0 outside (a known occupancy)."""
+
+    aabb = torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
+
+    def density(self, pts: torch.Tensor) -> torch.Tensor:  # [M, 3] -> [M]
+        return torch.where(pts.norm(dim=-1) < 0.5, 50.0, 0.0)
+
+
+def test_both_edit_grids_start_with_every_occupied_cell_of_the_original():
+    """The edited copy IS the original at step 0: both grids hold every cell the ball occupies, and a
+    ray through the ball's centre keeps its samples there (a grid filled from a random quarter of
+    the cells left most of the surface out)."""
+    from backend.edit3d import edit_samplers
+    from backend.render.samplers import StratifiedSampler
+
+    ball = Ball()
+    source, edited = edit_samplers(ball, torch.device("cpu"), seed=0)
+    r = source.resolution
+    centres = (torch.stack(torch.meshgrid(*[torch.arange(r)] * 3, indexing="ij"), -1).reshape(-1, 3).float() + 0.5) / r * 2 - 1
+    deep_inside = (centres.norm(dim=-1) < 0.45).reshape(r, r, r)  # cells whose every point is in the ball
+    for sampler in (source, edited):
+        assert isinstance(sampler, StratifiedSampler)
+        assert bool(sampler.binary[deep_inside].all()), f"{int((~sampler.binary[deep_inside]).sum())} occupied cells missed"
+        assert sampler.occupancy_fraction() < 0.1  # and the empty space is empty
+    assert torch.equal(source.binary, edited.binary) and torch.equal(source.occupancy, edited.occupancy)
+    assert edited.warmup_steps == 0  # later updates refresh random cells, as the edit moves the surface

@@ -89,17 +89,29 @@ def test_batched_piva_makes_one_base_call_one_adapter_call_and_one_training_pass
 
 
 @pytest.mark.parametrize("adapter_steps, calls", [(1, [8]), (2, [8, 2])])
-def test_fused_piva_makes_one_call_on_the_cpu_by_default(adapter_steps, calls):
-    """auto = fused on the CPU: base rows, prediction rows and the first adapter step in one call;
-    a second adapter step is a training pass of its own."""
+def test_fused_piva_makes_one_call(adapter_steps, calls):
+    """Fused: base rows, prediction rows and the first adapter step in one call; a second adapter
+    step is a training pass of its own."""
     B = SHAPE[0]
-    method = PIVA(PIVAConfig(adapter_steps=adapter_steps), LinearPredictor())
+    method = PIVA(PIVAConfig(adapter_steps=adapter_steps, fused_call="fused"), LinearPredictor())
     result = method.step(standin_inputs(0, control=True))
     assert method.model.calls == [c * B for c in calls]
     assert {"lora_psi", "lora_phi"} <= result.losses.keys()
     frozen = PIVA(PIVAConfig(train_adapters=False), LinearPredictor())
     frozen.step(standin_inputs(1, control=True))
     assert frozen.model.calls == [4 * B, 2 * B]  # nothing to train: the predictions alone, no graph
+
+
+def test_auto_fuses_on_the_cpu_only_for_a_full_size_unet(monkeypatch):
+    """auto decides by the UNet's size: a call of a small UNet costs its rows (separate is faster),
+    one of SD's costs its weights (fused is faster); measured in docs/RESULTS.md."""
+    x = torch.zeros(SHAPE)
+    small = PIVA(PIVAConfig(), LinearPredictor())
+    assert not small._fuses(x)
+    monkeypatch.setattr("backend.editing.piva.FUSED_MIN_PARAMETERS", 16)  # the stand-in's 4x4 Linear
+    large = PIVA(PIVAConfig(), LinearPredictor())
+    assert large._fuses(x)
+    assert not PIVA(PIVAConfig(train_adapters=False), LinearPredictor())._fuses(x)  # nothing to train
 
 
 def test_fused_call_names_its_choices():
@@ -197,3 +209,21 @@ def test_controlled_rows_are_the_calls_of_their_own_kind(sd_pair):
         model.predict_noise(x, t, c, control=depth[:1], controlled=torch.tensor([True, False, True]))
     with pytest.raises(ValueError, match=r"controlled must be a \[3\] bool mask"):
         model.predict_noise(x, t, c, control=depth, controlled=torch.tensor([1, 0, 1]))
+
+
+def test_the_fused_call_costs_more_flops_in_fewer_calls(sd_pair):
+    """Its backward runs over every row: the price of one call instead of three (PIVAConfig.fused_call)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = {}
+    for model, mode in zip(sd_pair, ("fused", "separate")):
+        method = PIVA(PIVAConfig(fused_call=mode), model)
+        try:
+            method.step(sd_inputs(model, 0))  # first step: Adam state, kernel choice
+            counter = FlopCounterMode(display=False)
+            with counter:
+                method.step(sd_inputs(model, 1))
+            flops[mode] = counter.get_total_flops()
+        finally:
+            method.close()
+    assert flops["fused"] > 1.1 * flops["separate"]
