@@ -271,26 +271,52 @@ class QueueRunner:
             return self._run_dispatched(on_event, should_cancel, on_item, on_interrupt, on_capture)
         total = len(self.queue.items)
         while (item := self.queue.next_pending()) is not None:
-            if on_item is not None:
-                on_item(self.queue.items.index(item), total, item)
-            try:
-                job = self.begin(item)
-            except EditFailed:
+            job, cancelled = self._begin_and_capture(item, total, on_item, on_capture, should_cancel)
+            if cancelled:
+                break
+            if job is None:
                 continue
             try:
-                job.capture(progress=on_capture, should_cancel=should_cancel)
                 job.start_backend()
                 outcome = job.wait_backend(on_event, should_cancel, on_interrupt)
-                job.check_outcome(outcome)
-                result = job.finish()
             except EditFailed as exc:
                 self.fail(item, exc)
                 if exc.status == "cancelled":
                     break
                 continue
-            self.succeed(item, result)
+            failure = self._conclude(item, job, outcome)
+            if failure is not None and failure.status == "cancelled":
+                break
         self.finish()
         return self.queue
+
+    def _begin_and_capture(self, item: QueueItem, total: int, on_item, on_capture, should_cancel) -> tuple[EditJob | None, bool]:
+        """Start ``item`` and capture its object: (the job, False); (None, False) when it failed (it
+        is marked so); (None, True) when the capture was cancelled."""
+        if on_item is not None:
+            on_item(self.queue.items.index(item), total, item)
+        try:
+            job = self.begin(item)
+        except EditFailed:
+            return None, False
+        try:
+            job.capture(progress=on_capture, should_cancel=should_cancel)
+        except EditFailed as exc:
+            self.fail(item, exc)
+            return None, exc.status == "cancelled"
+        return job, False
+
+    def _conclude(self, item: QueueItem, job: EditJob, outcome) -> EditFailed | None:
+        """Check the backend's outcome of ``item`` and import its result: succeeded (None) or
+        failed (the failure, so a cancel can stop the queue)."""
+        try:
+            job.check_outcome(outcome)
+            result = job.finish()
+        except EditFailed as exc:
+            self.fail(item, exc)
+            return exc
+        self.succeed(item, result)
+        return None
 
     # -- several items at once: python -m backend dispatch --------------------------------------
     def _run_dispatched(self, on_event, should_cancel, on_item, on_interrupt, on_capture) -> BatchQueue:
@@ -300,21 +326,11 @@ class QueueRunner:
         prepared: list[tuple[QueueItem, EditJob, float]] = []
         cancelled = False
         for item in [i for i in self.queue.items if i.status == "pending"]:
-            if on_item is not None:
-                on_item(self.queue.items.index(item), total, item)
-            try:
-                job = self.begin(item)
-            except EditFailed:
-                continue
-            try:
-                job.capture(progress=on_capture, should_cancel=should_cancel)
-            except EditFailed as exc:
-                self.fail(item, exc)
-                if exc.status == "cancelled":
-                    cancelled = True
-                    break
-                continue
-            prepared.append((item, job, self._started))
+            job, cancelled = self._begin_and_capture(item, total, on_item, on_capture, should_cancel)
+            if cancelled:
+                break
+            if job is not None:
+                prepared.append((item, job, self._started))
         if cancelled:  # the captured items go back to the queue, to run on Resume
             for item, _, _ in prepared:
                 item.status = "pending"
@@ -324,13 +340,7 @@ class QueueRunner:
             outcomes = self._dispatch([job for _, job, _ in prepared], on_event, should_cancel, on_interrupt)
             for (item, job, began), outcome in zip(prepared, outcomes):
                 self.current, self._started = item, began
-                try:
-                    job.check_outcome(outcome)
-                    result = job.finish()
-                except EditFailed as exc:
-                    self.fail(item, exc)
-                    continue
-                self.succeed(item, result)
+                self._conclude(item, job, outcome)
         self.finish()
         return self.queue
 
