@@ -75,24 +75,39 @@ def test_full_pipeline_imports_an_edited_mesh_next_to_the_untouched_source(fresh
     assert "held-out views and the edit field" in report and manifest.files["views"] == "views/views.json"
 
 
-def test_headless_cli_edits_a_saved_blend(tmp_path, tiny_model):
-    """`python -m blender_piva.cli edit` on a .blend: the source file is not modified, --save gets the result."""
-    scene_file = tmp_path / "scene.blend"
+def save_toy_scene(path: Path, colour: str, shape: str, name: str) -> Path:
+    """A .blend holding one toy-world object ``name``, written by Blender in a subprocess."""
     make = (
         "import bpy, sys; sys.path.insert(0, {root!r}); import toy_world;"
-        "bpy.ops.wm.read_factory_settings(use_empty=True); toy_world.add_object('green', 'sphere', name='Ball');"
+        "bpy.ops.wm.read_factory_settings(use_empty=True); toy_world.add_object({colour!r}, {shape!r}, name={name!r});"
         "bpy.ops.wm.save_as_mainfile(filepath={path!r})"
-    ).format(root=str(ROOT), path=str(scene_file))
+    ).format(root=str(ROOT), colour=colour, shape=shape, name=name, path=str(path))
     subprocess.run([sys.executable, "-c", make], check=True, capture_output=True, timeout=120)
-    original_bytes = scene_file.read_bytes()
-    sets = [f"--set={block}.{key}={json.dumps(value)}" for block, values in TEST_OVERRIDES.items() for key, value in values.items()]
+    return path
+
+
+def run_cli_edit(
+    scene_file: Path, name: str, source: str, target: str, model: Path, tmp_path: Path,
+    overrides: dict[str, dict], *extra: str,
+) -> subprocess.CompletedProcess:
+    """`python -m blender_piva.cli edit` on ``scene_file``'s object ``name`` with the test preset and
+    ``overrides`` as --set options, jobs under tmp_path/jobs, saved to tmp_path/edited.blend; asserts it succeeded."""
+    sets = [f"--set={block}.{key}={json.dumps(value)}" for block, values in overrides.items() for key, value in values.items()]
     out = subprocess.run(
-        [sys.executable, "-m", "blender_piva.cli", "edit", str(scene_file), "--object", "Ball",
-         "--source", "a green sphere", "--target", "a red sphere", "--preset", "test", "--model", str(tiny_model),
+        [sys.executable, "-m", "blender_piva.cli", "edit", str(scene_file), "--object", name, *extra,
+         "--source", source, "--target", target, "--preset", "test", "--model", str(model),
          "--device", "cpu", "--jobs", str(tmp_path / "jobs"), "--save", str(tmp_path / "edited.blend"), *sets],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+def test_headless_cli_edits_a_saved_blend(tmp_path, tiny_model):
+    """`python -m blender_piva.cli edit` on a .blend: the source file is not modified, --save gets the result."""
+    scene_file = save_toy_scene(tmp_path / "scene.blend", "green", "sphere", "Ball")
+    original_bytes = scene_file.read_bytes()
+    out = run_cli_edit(scene_file, "Ball", "a green sphere", "a red sphere", tiny_model, tmp_path, TEST_OVERRIDES)
     assert "created object" in out.stdout and (tmp_path / "edited.blend").is_file()
     assert scene_file.read_bytes() == original_bytes
     # A clean terminal: Blender's own lines went to the job's capture.log, the last line names the result.
@@ -125,13 +140,7 @@ def test_cli_reports_a_missing_object_clearly(tmp_path):
 def test_headless_variants_then_resume_of_the_finished_queue(tmp_path, tiny_model):
     """`cli variants`: two targets, one capture and one fit, a summary table; `cli resume` on the
     finished queue has nothing left to do; a missing object is named."""
-    scene_file = tmp_path / "scene.blend"
-    make = (
-        "import bpy, sys; sys.path.insert(0, {root!r}); import toy_world;"
-        "bpy.ops.wm.read_factory_settings(use_empty=True); toy_world.add_object('red', 'cube', name='Cube');"
-        "bpy.ops.wm.save_as_mainfile(filepath={path!r})"
-    ).format(root=str(ROOT), path=str(scene_file))
-    subprocess.run([sys.executable, "-c", make], check=True, capture_output=True, timeout=120)
+    scene_file = save_toy_scene(tmp_path / "scene.blend", "red", "cube", "Cube")
     sets = [f"--set={block}.{key}={json.dumps(value)}" for block, values in TEST_OVERRIDES.items() for key, value in values.items()]
     jobs = tmp_path / "jobs"
     out = subprocess.run(
@@ -167,28 +176,15 @@ def test_headless_variants_then_resume_of_the_finished_queue(tmp_path, tiny_mode
 def test_headless_cli_latent_field_mode_imports_the_result_next_to_the_untouched_source(tmp_path, tiny_model):
     """`cli edit --field latent` (ED-NeRF): a latent fit, an edit without the VAE encoder, a textured
     mesh imported beside the source, which stays as it was."""
-    scene_file = tmp_path / "scene.blend"
-    make = (
-        "import bpy, sys; sys.path.insert(0, {root!r}); import toy_world;"
-        "bpy.ops.wm.read_factory_settings(use_empty=True); toy_world.add_object('red', 'cube', name='Box');"
-        "bpy.ops.wm.save_as_mainfile(filepath={path!r})"
-    ).format(root=str(ROOT), path=str(scene_file))
-    subprocess.run([sys.executable, "-c", make], check=True, capture_output=True, timeout=120)
+    scene_file = save_toy_scene(tmp_path / "scene.blend", "red", "cube", "Box")
     overrides = {
         "capture": {"num_views": 8, "resolution": 24},
         "reconstruct": {"steps": 30, "rays_per_batch": 256, "samples_per_ray": 16, "preview_every": 15},
         "edit": {"steps": 3, "render_resolution": 12, "preview_every": 3},
         "export": {"grid_resolution": 32, "texture_size": 64, "face_budget": 500, "iso_density": 0.2},
     }
-    sets = [f"--set={block}.{key}={json.dumps(value)}" for block, values in overrides.items() for key, value in values.items()]
-    out = subprocess.run(
-        [sys.executable, "-m", "blender_piva.cli", "edit", str(scene_file), "--object", "Box", "--field", "latent",
-         "--method", "dds", "--source", "a red cube", "--target", "a blue cube", "--preset", "test",
-         "--model", str(tiny_model), "--device", "cpu", "--jobs", str(tmp_path / "jobs"),
-         "--save", str(tmp_path / "edited.blend"), *sets],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    run_cli_edit(scene_file, "Box", "a red cube", "a blue cube", tiny_model, tmp_path, overrides,
+                 "--field", "latent", "--method", "dds")
     job_json = next((tmp_path / "jobs").glob("Box-*/job.json"))
     spec = contract.load_job(job_json)
     assert spec.reconstruct.field == "latent"
