@@ -264,30 +264,14 @@ class LoraPair:
         controls all given or all None (the ControlNet runs on the whole batch or not at all)."""
         if not batches:
             return {}
-        names = [b.name for b in batches]
-        if len(set(names)) != len(names) or not set(names) <= {SOURCE, TARGET}:
-            raise ValueError(f"train_steps trains each of {SOURCE!r}, {TARGET!r} at most once per call, got {names}")
         if len({b.control is None for b in batches}) > 1:
             raise ValueError("train_steps needs a control for every adapter or for none; use train_step per adapter")
-        drawn = [self._noised(b.x0, b.cond, null_cond, generator) for b in batches]  # train_step's order
-        rows = [b.name for b, (x_t, _, _, _) in zip(batches, drawn) for _ in range(x_t.shape[0])]
-        x_t = torch.cat([d[0] for d in drawn])
-        t = torch.cat([d[1] for d in drawn])
-        cond = torch.cat([d[3] for d in drawn])
-        control = None if batches[0].control is None else torch.cat([b.control for b in batches])
-        for name in names:
-            self.optimizers[name].zero_grad(set_to_none=True)
-        with self.rows(rows):
-            pred = self.model.predict_noise(x_t, t, cond, control=control).float()
-            losses = [
-                torch.nn.functional.mse_loss(p, eps)
-                for p, (_, _, eps, _) in zip(pred.split([d[0].shape[0] for d in drawn]), drawn)
-            ]
-            torch.stack(losses).sum().backward()
-        for name in names:
-            self.optimizers[name].step()
-            self.optimizers[name].zero_grad(set_to_none=True)
-        return {name: float(loss.detach()) for name, loss in zip(names, losses)}
+        empty = batches[0].x0[:0]
+        _, losses = self.predict_rows_and_train(
+            [], empty, torch.zeros(0, dtype=torch.long, device=empty.device), batches[0].cond[:0], batches,
+            null_cond=null_cond, generator=generator,
+        )
+        return losses
 
     def predict_rows_and_train(
         self,
@@ -316,7 +300,7 @@ class LoraPair:
             raise ValueError(f"{len(names)} adapter names for a batch of {x_t.shape[0]} rows")
         train_names = [b.name for b in batches]
         if len(set(train_names)) != len(train_names) or not set(train_names) <= {SOURCE, TARGET}:
-            raise ValueError(f"predict_rows_and_train trains each of {SOURCE!r}, {TARGET!r} at most once, got {train_names}")
+            raise ValueError(f"one call trains each of {SOURCE!r}, {TARGET!r} at most once, got {train_names}")
         n = x_t.shape[0]
         if controlled is None:
             controlled = torch.full((n,), control is not None, dtype=torch.bool)

@@ -123,7 +123,7 @@ class PIVAConfig(ScheduleConfig):
     ``FUSED_MIN_PARAMETERS``, separate otherwise. Fused costs fewer calls but more FLOPs (the
     backward runs over every row: 1.30x the TFLOP of separate), so it pays only where a call costs
     its weights more than its rows. Measured on 2 CPU cores at 64 px (docs/RESULTS.md): with
-    SD 2.1-base (865 M) fused is 1.31x faster; with the embedded toy UNet (3.2 M) it is 1.36x
+    SD 2.1-base (865 M) fused is 1.66x faster; with the embedded toy UNet (3.2 M) it is 1.36x
     slower; on a GPU at 512 px the step is compute-bound and separate is cheaper."""
 
 
