@@ -7,9 +7,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ALL_METHODS = "sds,dds,pds,ssd,piva"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One column of a benchmark run: a method with its hyperparameters and the label it is reported under."""
+
+    method: str
+    """A registered method (backend/editing/registry.py)."""
+    tag: str = ""
+    """The variant's name: the label and the work folders get ``_TAG`` (empty: the method's defaults)."""
+    params: dict = field(default_factory=dict)
+    """Hyperparameter overrides of the method's config (``--param`` or a ``--variants`` entry)."""
+
+    @property
+    def label(self) -> str:
+        """``METHOD`` or ``METHOD_TAG``: the figure names' suffix (``toy_success_LABEL``)."""
+        return f"{self.method}_{self.tag}" if self.tag else self.method
+
+
+_TAG = re.compile(r"[a-z0-9][a-z0-9_]*")
 
 
 def benchmark_arguments(parser: argparse.ArgumentParser, *, steps: int) -> None:
@@ -22,6 +44,9 @@ def benchmark_arguments(parser: argparse.ArgumentParser, *, steps: int) -> None:
     parser.add_argument("--edits", type=Path, default=None,
                         help='JSON list of {"kind": "appearance"|"shape"|"both", "source": [C, S], "target": [C, S]}')
     parser.add_argument("--tag", default="", help="label of a variant: added to the figure names and work folders")
+    parser.add_argument("--variants", type=Path, default=None,
+                        help='JSON list of {"tag": NAME, "method": METHOD, "params": {KEY: VALUE}}: more columns of '
+                             'the same run, after --methods (e.g. --methods dds --variants bench/piva_variants_3d.json)')
     parser.add_argument("--model", default="toy", help="the diffusion model (default: the embedded toy model)")
     parser.add_argument("--threads", type=int, default=2)
 
@@ -54,6 +79,60 @@ def parse_benchmark(args: argparse.Namespace, parser: argparse.ArgumentParser):
     except EditListError as exc:
         parser.error(str(exc))
     return methods, seeds, edits, overrides
+
+
+def benchmark_arms(args: argparse.Namespace, parser: argparse.ArgumentParser, methods: list[str],
+                   overrides: dict[str, dict]) -> list[Arm]:
+    """The run's columns: every ``--methods`` entry (with ``--param`` and ``--tag``), then every
+    ``--variants`` entry; checked before anything runs, with errors that say the fix."""
+    arms = [Arm(m, args.tag, dict(overrides.get(m, {}))) for m in methods]
+    if args.variants is not None:
+        try:
+            arms += load_variants(args.variants)
+        except VariantListError as exc:
+            parser.error(str(exc))
+    labels = [a.label for a in arms]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        parser.error(f"two columns are both labelled {', '.join(repeated)}: give each variant its own tag")
+    return arms
+
+
+class VariantListError(ValueError):
+    """A ``--variants`` file that cannot be run; the message says where and how to fix it."""
+
+
+def load_variants(path: Path) -> list[Arm]:
+    """The arms of a ``--variants`` file; every entry's params are checked against its method's config."""
+    from backend.editing.registry import METHODS, MethodConfigError, build_config
+
+    where = f"--variants {path}"
+    try:
+        entries = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise VariantListError(f"{where}: no such file") from None
+    except json.JSONDecodeError as exc:
+        raise VariantListError(f"{where}: not JSON ({exc})") from None
+    if not isinstance(entries, list) or not entries:
+        raise VariantListError(f'{where}: expected a non-empty JSON list of {{"tag": NAME, "method": METHOD, "params": {{...}}}}')
+    arms = []
+    for index, entry in enumerate(entries):
+        at = f"{where}, entry {index}"
+        if not isinstance(entry, dict) or set(entry) - {"tag", "method", "params"}:
+            raise VariantListError(f'{at}: expected an object with "tag", "method" and optional "params", got {entry!r}')
+        tag, method, params = entry.get("tag"), entry.get("method"), entry.get("params", {})
+        if not isinstance(tag, str) or not _TAG.fullmatch(tag):
+            raise VariantListError(f"{at}: tag {tag!r} must be lower-case letters, digits and _ (it names figures and folders)")
+        if method not in METHODS:
+            raise VariantListError(f"{at}: method {method!r} is not one of {', '.join(METHODS)}")
+        if not isinstance(params, dict):
+            raise VariantListError(f"{at}: params must be an object of the method's settings, got {params!r}")
+        try:
+            build_config(method, params=params)
+        except (MethodConfigError, ValueError, TypeError) as exc:
+            raise VariantListError(f"{at}: {exc}") from None
+        arms.append(Arm(method, tag, dict(params)))
+    return arms
 
 
 def source_views(work: Path):

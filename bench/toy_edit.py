@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/toy_edit.py [--methods sds,dds,pds,ssd,piva] [--seeds 0,1,2] [--steps 60]
         [--fit-steps 300] [--render-resolution 64] [--param METHOD.KEY=VALUE ...] [--edits FILE.json] [--tag NAME]
+        [--variants FILE.json]
 
 Each source object (toy_world.renders.BENCHMARK: Cycles captures by the project's capture code, 30
 views at 64 px, capture seeds no model saw) is fitted once; then every method edits a copy of the
@@ -10,7 +11,9 @@ loop, the method's own defaults, the depth ControlNet where the method uses it).
 source fields are rendered at the capture's four held-out cameras at 64 px and judged by the
 oracle (backend/toy/judge.py: success, drift, speckle; means with 95% bootstrap intervals).
 
-Results are kept per run under ``--work``: a rerun with the same settings only scores them, so an
+``--variants FILE.json`` adds columns to the same run, one per entry ``{"tag", "method", "params"}``
+(e.g. ``--methods dds --variants bench/piva_variants_3d.json``: DDS beside PIVA's variants, one
+table). Results are kept per run under ``--work``: a rerun with the same settings only scores them, so an
 interrupted run resumes. Prints a table, ``toy_edit_seconds`` and per method ``toy_success_M``,
 ``toy_drift_M``, ``toy_speckle_M`` with ``_ci95``; writes a gallery (rows: edits at the first
 seed, view 0; columns: source, then each method) to ``--gallery``.
@@ -26,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _toy import benchmark_arguments, finish, load_eval_views, parse_benchmark, print_run, source_views  # noqa: E402
+from _toy import benchmark_arguments, benchmark_arms, finish, load_eval_views, parse_benchmark, print_run, source_views  # noqa: E402
 
 
 def render_views(field, frames: list[dict]):
@@ -57,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gallery", type=Path, default=ROOT / "docs" / "toy_edit_gallery.png")
     args = parser.parse_args(argv)
     methods, seeds, edits, overrides = parse_benchmark(args, parser)
+    arms = benchmark_arms(args, parser, methods, overrides)
     started = time.perf_counter()
     captures = source_views(args.work)
 
@@ -117,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # 2. Every method on every edit and seed.
     oracle = load_oracle()
-    suffix = (f"_{args.tag}" if args.tag else "") + field_tag
     runs: dict[str, list] = {}
     gallery: dict[int, list] = {}
-    for method_name in methods:
-        label = method_name + suffix
+    for arm in arms:
+        method_name, label = arm.method, arm.label + field_tag
+        suffix = (f"_{arm.tag}" if arm.tag else "") + field_tag
         runs[label] = []
         for index, edit in enumerate(edits):
             frames, source_rgb, source_mask = sources[edit.source]
@@ -140,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                     spec.edit.method, spec.edit.steps = method_name, args.steps
                     spec.edit.render_resolution = args.render_resolution
                     spec.edit.preview_every, spec.edit.checkpoint_every = 10**6, 10**6
-                    spec.edit.method_params = dict(overrides.get(method_name, {}))
+                    spec.edit.method_params = dict(arm.params)
                     method = build_method(method_name, model, spec.edit)
                     try:
                         if latent:

@@ -1,7 +1,7 @@
 """Every editing method on the toy benchmark's edits, as 2D image edits of rendered views (fast).
 
     .venv/bin/python bench/toy_edit2d.py [--methods sds,dds,pds,ssd,piva] [--seeds 0,1,2] [--steps 300]
-        [--param METHOD.KEY=VALUE ...] [--edits FILE.json] [--tag NAME]
+        [--param METHOD.KEY=VALUE ...] [--edits FILE.json] [--tag NAME] [--variants FILE.json]
 
 The sources are Cycles renders (toy_world.renders.BENCHMARK, capture seeds no model saw) of the
 four held-out views of each source object. The four views of one run are edited together
@@ -11,6 +11,7 @@ prompt to the target prompt, with each method at its own defaults (one source:
 same seeds for every method. Judged by the oracle (backend/toy/judge.py: success, drift,
 speckle; means with 95% bootstrap intervals).
 
+``--variants FILE.json`` adds columns to the same run, one per entry ``{"tag", "method", "params"}``.
 Prints a table, ``toy_edit_seconds`` and per method ``toy_success_M``, ``toy_drift_M``,
 ``toy_speckle_M`` with ``_ci95`` (figure names shared with bench/toy_edit.py; the 2D figures come
 from this script's own output). Writes a gallery (rows: edits at seed 0, view 0; columns: source
@@ -27,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _toy import benchmark_arguments, finish, load_eval_views, parse_benchmark, print_run, source_views  # noqa: E402
+from _toy import benchmark_arguments, benchmark_arms, finish, load_eval_views, parse_benchmark, print_run, source_views  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gallery", type=Path, default=ROOT / "docs" / "toy_edit2d_gallery.png")
     args = parser.parse_args(argv)
     methods, seeds, edits, overrides = parse_benchmark(args, parser)
+    arms = benchmark_arms(args, parser, methods, overrides)
     started = time.perf_counter()
     captures = source_views(args.work)
 
@@ -52,11 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     oracle = load_oracle()
     model = DiffusionModel.load(resolve_model(args.model), device=torch.device("cpu"), dtype=torch.float32)
-    suffix = f"_{args.tag}" if args.tag else ""
     runs: dict[str, list] = {}
     gallery: dict[int, list] = {}
-    for method in methods:
-        label = method + suffix
+    for arm in arms:
+        method, label = arm.method, arm.label
         runs[label] = []
         for index, edit in enumerate(edits):
             source, _, _ = load_eval_views(captures[edit.source])
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             source_mask = white_distance_mask(source)
             gallery.setdefault(index, [source[0]])
             for seed in seeds:
-                settings = EditSettings(method=method, steps=args.steps, method_params=dict(overrides.get(method, {})))
+                settings = EditSettings(method=method, steps=args.steps, method_params=dict(arm.params))
                 edited = edit_image(source.permute(0, 2, 3, 1).numpy(), toy_world.prompt(*edit.source),
                                     toy_world.prompt(*edit.target), method, settings, model, seed=seed)
                 edited = torch.from_numpy(edited).permute(0, 3, 1, 2)

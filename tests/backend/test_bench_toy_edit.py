@@ -22,6 +22,7 @@ def _load(name: str):
     try:
         spec = importlib.util.spec_from_file_location(f"bench_{name}", _BENCH / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up by name
         spec.loader.exec_module(module)
         return module
     finally:
@@ -94,3 +95,58 @@ def test_both_benchmarks_refuse_an_untagged_ablation(script, capsys):
     with pytest.raises(SystemExit):
         _load(script).main(["--param", "piva.lambda_identity=1.0"])
     assert "--tag" in capsys.readouterr().err
+
+
+def arms(toy, argv: list[str]):
+    parser = argparse.ArgumentParser(prog="bench")
+    toy.benchmark_arguments(parser, steps=10)
+    args = parser.parse_args(argv)
+    methods, _, _, overrides = toy.parse_benchmark(args, parser)
+    return toy.benchmark_arms(args, parser, methods, overrides)
+
+
+def test_variants_add_columns_after_the_methods_with_their_own_params(toy, tmp_path):
+    path = tmp_path / "variants.json"
+    path.write_text(json.dumps([{"tag": "l75", "method": "piva", "params": {"lambda_identity": 7.5}},
+                                {"tag": "cfg30", "method": "sds", "params": {"guidance_scale": 30}}]))
+    columns = arms(toy, ["--methods", "dds", "--variants", str(path)])
+    assert [(a.label, a.method, a.params) for a in columns] == [
+        ("dds", "dds", {}), ("piva_l75", "piva", {"lambda_identity": 7.5}), ("sds_cfg30", "sds", {"guidance_scale": 30})]
+    assert build_config("piva", params=columns[1].params).lambda_identity == 7.5
+
+
+def test_tagged_methods_keep_their_labels_and_params(toy):
+    columns = arms(toy, ["--methods", "dds,piva", "--tag", "w1", "--param", "piva.weighting=one"])
+    assert [(a.label, a.params) for a in columns] == [("dds_w1", {}), ("piva_w1", {"weighting": "one"})]
+
+
+def test_the_shipped_variant_list_is_valid(toy):
+    columns = toy.load_variants(_BENCH / "piva_variants_3d.json")
+    assert len({a.label for a in columns}) == len(columns) and all(a.method == "piva" for a in columns)
+
+
+@pytest.mark.parametrize(("entries", "says"), [
+    ([{"tag": "x", "method": "nerf"}], "method 'nerf' is not one of"),
+    ([{"tag": "Bad Tag", "method": "piva"}], "lower-case letters"),
+    ([{"tag": "x", "method": "piva", "params": {"lambda": 1}}], "has no parameter 'lambda'"),
+    ([{"tag": "x", "method": "piva", "param": {}}], 'optional "params"'),
+    ([], "non-empty JSON list"),
+    ([{"tag": "x", "method": "piva"}, {"tag": "x", "method": "piva"}], "both labelled piva_x"),
+])
+def test_a_bad_variant_list_is_refused_with_where_and_the_fix(toy, tmp_path, entries, says, capsys):
+    path = tmp_path / "variants.json"
+    path.write_text(json.dumps(entries))
+    with pytest.raises(SystemExit):
+        arms(toy, ["--methods", "dds", "--variants", str(path)])
+    err = capsys.readouterr().err
+    assert says in err
+    if "labelled" not in says:  # a file's own mistakes name the file (and the entry, where there is one)
+        assert str(path) in err and ("entry 0" in err or not entries)
+
+
+def test_a_variant_list_that_is_not_json_says_so(toy, tmp_path, capsys):
+    path = tmp_path / "variants.json"
+    path.write_text("[{tag: x}]")
+    with pytest.raises(SystemExit):
+        arms(toy, ["--variants", str(path)])
+    assert "not JSON" in capsys.readouterr().err
