@@ -105,16 +105,11 @@ class VariantListError(ValueError):
 def load_variants(path: Path) -> list[Arm]:
     """The arms of a ``--variants`` file; every entry's params are checked against its method's config."""
     from backend.editing.registry import METHODS, MethodConfigError, build_config
+    from backend.toy.judge import read_json_list
 
     where = f"--variants {path}"
-    try:
-        entries = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise VariantListError(f"{where}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise VariantListError(f"{where}: not JSON ({exc})") from None
-    if not isinstance(entries, list) or not entries:
-        raise VariantListError(f'{where}: expected a non-empty JSON list of {{"tag": NAME, "method": METHOD, "params": {{...}}}}')
+    example = '[{"tag": "lambda_s", "method": "piva", "params": {"lambda_identity": 7.5}}]'
+    entries = read_json_list(path, "variant list", example, VariantListError)
     arms = []
     for index, entry in enumerate(entries):
         at = f"{where}, entry {index}"

@@ -86,15 +86,22 @@ class EditListError(ValueError):
     """An ``--edits`` file that cannot be used; the message says what to fix."""
 
 
-def load_edits(path: Path, colors: tuple[str, ...], shapes: tuple[str, ...]) -> list[Edit]:
-    """Read a JSON list of ``{"kind": ..., "source": [COLOUR, SHAPE], "target": [COLOUR, SHAPE]}``."""
-    example = '[{"kind": "appearance", "source": ["red", "cube"], "target": ["blue", "cube"]}]'
+def read_json_list(path: Path, what: str, example: str, error: type[ValueError]) -> list:
+    """The non-empty JSON list in ``path`` (a benchmark's ``--edits`` or ``--variants`` file), else
+    ``error`` saying what was wrong and showing ``example``."""
     try:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EditListError(f"cannot read the edit list {path}: {exc}; it must be a JSON list like {example}") from None
+        raise error(f"cannot read the {what} {path}: {exc}; it must be a JSON list like {example}") from None
     if not isinstance(raw, list) or not raw:
-        raise EditListError(f"{path} must hold a non-empty JSON list of edits like {example}")
+        raise error(f"{path} must hold a non-empty JSON list like {example}")
+    return raw
+
+
+def load_edits(path: Path, colors: tuple[str, ...], shapes: tuple[str, ...]) -> list[Edit]:
+    """Read a JSON list of ``{"kind": ..., "source": [COLOUR, SHAPE], "target": [COLOUR, SHAPE]}``."""
+    example = '[{"kind": "appearance", "source": ["red", "cube"], "target": ["blue", "cube"]}]'
+    raw = read_json_list(path, "edit list", example, EditListError)
     edits = []
     for i, item in enumerate(raw):
         where = f"{path}: edit {i}"

@@ -149,4 +149,4 @@ def test_a_variant_list_that_is_not_json_says_so(toy, tmp_path, capsys):
     path.write_text("[{tag: x}]")
     with pytest.raises(SystemExit):
         arms(toy, ["--variants", str(path)])
-    assert "not JSON" in capsys.readouterr().err
+    assert "cannot read the variant list" in capsys.readouterr().err
