@@ -24,6 +24,8 @@ class Arm:
     """The variant's name: the label and the work folders get ``_TAG`` (empty: the method's defaults)."""
     params: dict = field(default_factory=dict)
     """Hyperparameter overrides of the method's config (``--param`` or a ``--variants`` entry)."""
+    edit: dict = field(default_factory=dict)
+    """Overrides of the job's edit settings (``EditSettings``, e.g. ``fine_level_limit``): 3D only."""
 
     @property
     def label(self) -> str:
@@ -113,9 +115,12 @@ def load_variants(path: Path) -> list[Arm]:
     arms = []
     for index, entry in enumerate(entries):
         at = f"{where}, entry {index}"
-        if not isinstance(entry, dict) or set(entry) - {"tag", "method", "params"}:
-            raise VariantListError(f'{at}: expected an object with "tag", "method" and optional "params", got {entry!r}')
+        if not isinstance(entry, dict) or set(entry) - {"tag", "method", "params", "edit"}:
+            raise VariantListError(
+                f'{at}: expected an object with "tag", "method" and optional "params" and "edit", got {entry!r}'
+            )
         tag, method, params = entry.get("tag"), entry.get("method"), entry.get("params", {})
+        edit = entry.get("edit", {})
         if not isinstance(tag, str) or not _TAG.fullmatch(tag):
             raise VariantListError(f"{at}: tag {tag!r} must be lower-case letters, digits and _ (it names figures and folders)")
         if method not in METHODS:
@@ -126,8 +131,39 @@ def load_variants(path: Path) -> list[Arm]:
             build_config(method, params=params)
         except (MethodConfigError, ValueError, TypeError) as exc:
             raise VariantListError(f"{at}: {exc}") from None
-        arms.append(Arm(method, tag, dict(params)))
+        check_edit_settings(edit, at)
+        arms.append(Arm(method, tag, dict(params), dict(edit)))
     return arms
+
+
+EDIT_KEYS_OF_THE_BENCHMARK = ("method", "steps", "render_resolution", "method_params", "checkpoint_every", "preview_every")
+"""Edit settings the benchmark sets itself (its options, the arm's method and params): not a variant's."""
+
+
+def check_edit_settings(edit: object, at: str) -> None:
+    """A variant's ``"edit"`` block: known ``EditSettings`` fields the benchmark does not set, valid values."""
+    import dataclasses
+
+    from blender_piva.contract import ContractError, EditSettings
+
+    if not isinstance(edit, dict):
+        raise VariantListError(f"{at}: edit must be an object of edit settings, e.g. {{\"fine_level_limit\": 0.5}}, got {edit!r}")
+    known = {f.name for f in dataclasses.fields(EditSettings)} - set(EDIT_KEYS_OF_THE_BENCHMARK)
+    unknown = sorted(set(edit) - known)
+    if unknown:
+        raise VariantListError(f"{at}: edit setting(s) {', '.join(unknown)} unknown or set by the benchmark; "
+                               f"choose from {', '.join(sorted(known))}")
+    try:
+        apply_edit_settings(EditSettings(), edit).validate()
+    except (ContractError, TypeError) as exc:
+        raise VariantListError(f"{at}: {exc}") from None
+
+
+def apply_edit_settings(settings, edit: dict):
+    """``settings`` (an ``EditSettings``) with a variant's ``"edit"`` overrides set; returns it."""
+    for key, value in edit.items():
+        setattr(settings, key, value)
+    return settings
 
 
 def source_views(work: Path):

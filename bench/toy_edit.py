@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _toy import benchmark_arguments, benchmark_arms, finish, load_eval_views, parse_benchmark, print_run, source_views  # noqa: E402
+from _toy import apply_edit_settings, benchmark_arguments, benchmark_arms, finish, load_eval_views, parse_benchmark, print_run, source_views  # noqa: E402
 
 
 def render_views(field, frames: list[dict]):
@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                     spec.edit.render_resolution = args.render_resolution
                     spec.edit.preview_every, spec.edit.checkpoint_every = 10**6, 10**6
                     spec.edit.method_params = dict(arm.params)
+                    apply_edit_settings(spec.edit, arm.edit)
                     method = build_method(method_name, model, spec.edit)
                     try:
                         if latent:

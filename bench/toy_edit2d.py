@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     methods, seeds, edits, overrides = parse_benchmark(args, parser)
     arms = benchmark_arms(args, parser, methods, overrides)
+    with_edit = [a.label for a in arms if a.edit]
+    if with_edit:
+        parser.error(f"variant(s) {', '.join(with_edit)} set edit settings (\"edit\"), which only the 3D benchmark "
+                     "has (2D edits the latents, not a field): run them with bench/toy_edit.py")
     started = time.perf_counter()
     captures = source_views(args.work)
 

@@ -63,7 +63,7 @@ class StratifiedSampler(Sampler):
         warmup_steps: int = 256,
         alpha_thre: float = 1e-3,
         early_stop_eps: float = 1e-4,
-        prune_chunk: int = 8,
+        prune_chunk: int = 2,
     ) -> None:
         super().__init__()
         self.register_buffer("aabb", aabb.detach().clone().float())
@@ -124,36 +124,47 @@ class StratifiedSampler(Sampler):
     def _prune(self, samples: RaySamples, rays_o: Tensor, rays_d: Tensor, sigma_fn: SigmaFn) -> RaySamples:
         """Drop samples that cannot contribute: transmittance below eps or alpha below threshold.
 
-        Marches front to back, ``prune_chunk`` samples of every ray at a time, and stops evaluating
-        a ray once its transmittance has fallen below ``early_stop_eps``: every later sample of that
-        ray has a smaller transmittance and would be dropped anyway, so its density is never needed.
-        The kept samples are those of :meth:`_prune_reference` (which evaluates the density at every
-        sample, like nerfacc); only float64 rounding of the transmittance separates the two, and on
-        an opaque object this skips roughly the samples behind the first surface.
+        Marches front to back over the rays still alive: the next ``prune_chunk`` samples of each
+        in the first round, then up to twice as many each round while a round's densities stay
+        within the first round's (the rays left after the first surfaces are few, and a round's
+        fixed cost is larger than its densities': a few rays get long chunks, many keep short
+        ones, so few densities behind a surface are wasted), and stops evaluating a
+        ray once its transmittance has fallen below ``early_stop_eps``: every later sample of that
+        ray has a smaller transmittance and would be dropped anyway, so its density is never
+        needed. The kept samples are those of :meth:`_prune_reference` (which evaluates the density
+        at every sample, like nerfacc); only float64 rounding of the transmittance separates the
+        two, and on an opaque object this skips roughly the samples behind the first surface.
+        A round indexes the alive rays' next samples directly (each ray's samples are contiguous,
+        packed), so its cost follows the rays alive, not all samples.
         """
         if self.early_stop_eps <= 0 or self.prune_chunk <= 0:
             return self._prune_reference(samples, rays_o, rays_d, sigma_fn)
         ri, n_rays, m = samples.ray_indices, samples.n_rays, samples.ray_indices.numel()
+        device = ri.device
         counts = torch.bincount(ri, minlength=n_rays)
         first = torch.cumsum(counts, 0) - counts  # [n_rays] index of each ray's first sample
-        rank = torch.arange(m, device=ri.device) - first[ri]  # [M] position of the sample in its ray
-        sigmas = torch.zeros(m, device=ri.device, dtype=rays_o.dtype)
-        evaluated = torch.zeros(m, device=ri.device, dtype=torch.bool)
-        optical_depth = torch.zeros(n_rays, device=ri.device, dtype=torch.float64)  # [n_rays]
-        alive = torch.ones(n_rays, device=ri.device, dtype=torch.bool)
-        max_len = int(counts.max())
+        rays = torch.nonzero(counts > 0).squeeze(1)  # [R] alive rays
+        next_sample, left = first[rays], counts[rays]  # [R] each alive ray's next sample, and how many remain
+        sigmas = torch.zeros(m, device=device, dtype=rays_o.dtype)
+        evaluated = torch.zeros(m, device=device, dtype=torch.bool)
+        optical_depth = torch.zeros(n_rays, device=device, dtype=torch.float64)  # [n_rays]
         limit = -torch.log(torch.tensor(self.early_stop_eps, dtype=torch.float64)).item()  # T < eps <=> depth > limit
-        for start in range(0, max_len, self.prune_chunk):
-            sel = torch.nonzero((rank >= start) & (rank < start + self.prune_chunk) & alive[ri]).squeeze(1)
-            if sel.numel() == 0:
-                break
+        budget = self.prune_chunk * rays.numel()  # densities per round
+        chunk = self.prune_chunk
+        while rays.numel() > 0:
+            k = torch.arange(chunk, device=device)
+            take = k[None, :] < left[:, None]  # [R, chunk]
+            sel = (next_sample[:, None] + k[None, :])[take]  # row-major: still sorted by ray
             r = ri[sel]
             t_mid = 0.5 * (samples.t_starts[sel] + samples.t_ends[sel])
             sig = sigma_fn(rays_o[r] + rays_d[r] * t_mid[:, None])
             sigmas[sel] = sig
             evaluated[sel] = True
             optical_depth.index_add_(0, r, (sig * (samples.t_ends[sel] - samples.t_starts[sel])).double())
-            alive &= optical_depth <= limit
+            next_sample, left = next_sample + chunk, left - chunk
+            alive = (left > 0) & (optical_depth[rays] <= limit)
+            rays, next_sample, left = rays[alive], next_sample[alive], left[alive]
+            chunk = min(2 * chunk, max(self.prune_chunk, budget // max(rays.numel(), 1)))
         sub = torch.nonzero(evaluated).squeeze(1)  # per ray a prefix of its samples: still packed
         _, trans, alphas = render_weight_from_density_torch(
             samples.t_starts[sub], samples.t_ends[sub], sigmas[sub], ri[sub], n_rays

@@ -120,9 +120,46 @@ def test_tagged_methods_keep_their_labels_and_params(toy):
     assert [(a.label, a.params) for a in columns] == [("dds_w1", {}), ("piva_w1", {"weighting": "one"})]
 
 
-def test_the_shipped_variant_list_is_valid(toy):
-    columns = toy.load_variants(_BENCH / "piva_variants_3d.json")
+@pytest.mark.parametrize("name", ["piva_variants_3d.json", "piva_variants_speckle.json"])
+def test_the_shipped_variant_lists_are_valid(toy, name):
+    columns = toy.load_variants(_BENCH / name)
     assert len({a.label for a in columns}) == len(columns) and all(a.method == "piva" for a in columns)
+
+
+def test_a_variant_sets_edit_settings_on_the_job_of_each_of_its_runs(toy, tmp_path):
+    from blender_piva.contract import EditSettings
+
+    path = tmp_path / "variants.json"
+    path.write_text(json.dumps([{"tag": "coarse", "method": "piva", "edit": {"fine_level_limit": 0.5}}]))
+    (column,) = arms(toy, ["--methods", "dds", "--variants", str(path)])[1:]
+    assert column.edit == {"fine_level_limit": 0.5} and column.params == {}
+    settings = toy.apply_edit_settings(EditSettings(), column.edit)
+    assert settings.fine_level_limit == 0.5 and settings.field_learning_rate == EditSettings().field_learning_rate
+
+
+@pytest.mark.parametrize(("edit", "says"), [
+    ({"fine_levels": 0.5}, "fine_levels unknown or set by the benchmark; choose from"),
+    ({"steps": 10}, "steps unknown or set by the benchmark"),  # --steps sets it, for every column alike
+    ({"fine_level_limit": -1.0}, "edit.fine_level_limit"),
+    ({"field_learning_rate": "fast"}, "edit.field_learning_rate"),
+    ([0.5], "edit must be an object of edit settings"),
+])
+def test_bad_edit_settings_of_a_variant_are_refused_with_the_fix(toy, tmp_path, edit, says, capsys):
+    path = tmp_path / "variants.json"
+    path.write_text(json.dumps([{"tag": "x", "method": "piva", "edit": edit}]))
+    with pytest.raises(SystemExit):
+        arms(toy, ["--methods", "dds", "--variants", str(path)])
+    err = capsys.readouterr().err
+    assert says in err and "entry 0" in err
+
+
+def test_the_2d_benchmark_refuses_a_variant_with_edit_settings(tmp_path, capsys):
+    path = tmp_path / "variants.json"
+    path.write_text(json.dumps([{"tag": "coarse", "method": "piva", "edit": {"fine_level_limit": 0.5}}]))
+    with pytest.raises(SystemExit):
+        _load("toy_edit2d").main(["--methods", "dds", "--variants", str(path)])
+    err = capsys.readouterr().err
+    assert "piva_coarse set edit settings" in err and "bench/toy_edit.py" in err
 
 
 @pytest.mark.parametrize(("entries", "says"), [

@@ -87,9 +87,10 @@ def _opaque_ball(x):
     return (x.norm(dim=-1) < 0.6).float() * 500.0 + 0.05
 
 
-def test_front_to_back_pruning_keeps_the_reference_samples_with_fewer_densities():
+@pytest.mark.parametrize("chunk", [1, 2, 8])  # 2 is the default; rounds grow while few rays are left
+def test_front_to_back_pruning_keeps_the_reference_samples_with_fewer_densities(chunk):
     o, d = _rays(300, seed=3)
-    sampler = StratifiedSampler(AABB, num_samples=96, occupancy_resolution=0, prune_chunk=8)
+    sampler = StratifiedSampler(AABB, num_samples=96, occupancy_resolution=0, prune_chunk=chunk)
     raw = sampler.sample(o, d, stratified=True, generator=torch.Generator().manual_seed(4))
     evaluated = []
 
