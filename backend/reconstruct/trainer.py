@@ -61,6 +61,13 @@ class TrainerConfig:
     """Field hyper-parameters; None = ``NGPFieldConfig.cpu_preset()`` on the CPU, the paper's on CUDA."""
     occupancy_resolution: int = 64
     """Cells per axis of the occupancy grid that skips empty space (0 = no skipping)."""
+    occupancy_warmup_steps: int = 256
+    """Steps during which every grid update evaluates every cell (nerfacc's warm-up; afterwards a
+    quarter of the cells and a quarter of the occupied ones)."""
+    occupancy_update_every: int = 16
+    """Steps between updates of the occupancy grid (nerfacc's 16). On the CPU the updates are about a
+    third of the fit, but every 32 steps lost 2 dB of held-out PSNR on Suzanne (bench/reconstruct.py
+    ``--variants after grid32``; docs/RESULTS.md)."""
     foreground_fraction: float = 0.5
     """Share of each batch drawn from pixels the object covers (the rest: any pixel)."""
     final_lr_fraction: float = 0.03
@@ -215,7 +222,10 @@ def _setup(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         field = NGPField(field_config).to(device)
-    sampler = make_sampler(field.aabb, settings.samples_per_ray, device, occupancy_resolution=config.occupancy_resolution)
+    sampler = make_sampler(
+        field.aabb, settings.samples_per_ray, device, occupancy_resolution=config.occupancy_resolution,
+        warmup_steps=config.occupancy_warmup_steps, update_every=config.occupancy_update_every,
+    )
     if not config.fast_paths:
         field.encoding.reference = True
         if hasattr(sampler, "prune_chunk"):  # the twin; nerfacc's CUDA sampler has no such choice

@@ -157,3 +157,30 @@ def test_fast_paths_fit_the_same_field_as_the_reference_paths(dataset, tmp_path)
         fields.append(load_field(out / "field", CPU).state_dict())
     for k in fields[0]:
         torch.testing.assert_close(fields[1][k], fields[0][k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_the_fit_updates_its_occupancy_grid_on_the_configured_schedule(dataset, tmp_path, monkeypatch):
+    from backend.render.samplers import StratifiedSampler
+
+    refreshed = []  # (step, cells evaluated) of each update that evaluated any
+    real_update = StratifiedSampler.update
+
+    def counting(self, step, density_fn, generator=None):
+        calls = []
+
+        def counted(x):
+            calls.append(x.shape[0])
+            return density_fn(x)
+
+        real_update(self, step, counted, generator)
+        if calls:
+            refreshed.append((step, sum(calls)))
+
+    monkeypatch.setattr(StratifiedSampler, "update", counting)
+    config = TrainerConfig(**{**TINY.__dict__, "occupancy_warmup_steps": 3, "occupancy_update_every": 2})
+    fit_field(dataset, settings(steps=7), tmp_path / "fit", device=CPU, seed=0,
+              reporter=StageReporter.silent("reconstruct"), config=config)
+    assert [step for step, _ in refreshed] == [0, 2, 4, 6]
+    cells = 8**3
+    assert [n for _, n in refreshed][:2] == [cells, cells]  # warm-up: every cell
+    assert all(n < cells for _, n in refreshed[2:])  # then a quarter and a quarter of the occupied
