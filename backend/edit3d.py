@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from blender_piva import contract
 from blender_piva.contract import cameras
@@ -118,6 +119,14 @@ class EditState:
     """Source of every random draw (cameras, stratification, noise, timesteps)."""
     step: int = 0
     """Steps done so far."""
+    average: AveragedModel | None = None
+    """Exponential moving average of ``field``'s parameters, updated after every step, when
+    ``EditSettings.field_average_decay`` > 0: then it, not ``field``, is the edit's result."""
+
+    @property
+    def result(self) -> NGPField:
+        """The field the edit hands on: the average when there is one, else the edited field."""
+        return self.average.module if self.average is not None else self.field
 
 
 @dataclass
@@ -186,7 +195,7 @@ def edit_field(
             reporter.preview(done, image["rgb"].cpu().numpy())
         if done % settings.checkpoint_every == 0 and done < total:
             _save_checkpoint(checkpoint_path, state)
-    save_field(out_dir / "field", state.field)
+    save_field(out_dir / "field", state.result)
     _save_checkpoint(checkpoint_path, state)
     return {"edit_seconds": time.perf_counter() - started, "edit_steps": float(total)}
 
@@ -213,7 +222,9 @@ def _setup(
         use_control=getattr(model, "controlnet", None) is not None,
         cond_negative=model.encode_prompt(spec.negative_prompt) if spec.negative_prompt.strip() else None,
     )
-    return EditState(edited, optimizer, sampler, method, generator), source
+    decay = spec.edit.field_average_decay
+    average = AveragedModel(edited, multi_avg_fn=get_ema_multi_avg_fn(decay)) if decay > 0 else None
+    return EditState(edited, optimizer, sampler, method, generator, average=average), source
 
 
 def edit_samplers(original: NGPField, device: torch.device, seed: int) -> tuple[Sampler, Sampler]:
@@ -262,6 +273,8 @@ def _step(
     state.optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
     state.optimizer.step()
+    if state.average is not None:
+        state.average.update_parameters(state.field)
     state.step += 1
     return result.losses
 
@@ -275,6 +288,7 @@ def _save_checkpoint(stem: Path, state: EditState) -> None:
         "sampler": state.sampler.state_dict(),
         "method": state.method.state_dict(),
         "generator": state.generator.get_state(),
+        **({"average": state.average.state_dict()} if state.average is not None else {}),
     })
 
 
@@ -288,4 +302,8 @@ def _load_checkpoint(stem: Path, state: EditState) -> None:
         state.sampler.load_state_dict(payload["sampler"])
         state.method.load_state_dict(payload["method"])
         state.generator.set_state(payload["generator"])  # generator states are CPU byte tensors, any device
+        if state.average is not None:
+            if "average" not in payload:
+                raise KeyError("average: the checkpoint was written by an edit without field averaging")
+            state.average.load_state_dict(payload["average"])
         state.step = int(payload["step"])

@@ -71,6 +71,11 @@ def edit_latent_field(original, refiner, model, method, spec: contract.JobSpec, 
         latent_intrinsics(preview.intrinsics, f)  # a resolution the VAE does not divide fails here, before any step
     except ValueError as exc:
         raise StageError(str(exc), f"set edit.render_resolution to a multiple of {f}") from None
+    if spec.edit.field_average_decay > 0:
+        raise StageError(
+            "edit.field_average_decay averages the RGB field's edit; the latent field's edit does not have it",
+            "set edit.field_average_decay to 0, or fit an RGB field (reconstruct.field = rgb)",
+        )
     checkpoint_path = out_dir / contract.CHECKPOINT_DIR / CHECKPOINT_STEM
     state, source = setup_latent_edit(original, refiner, model, method, spec, device)
     if checkpoint_exists(checkpoint_path):

@@ -181,3 +181,64 @@ def test_both_edit_grids_start_with_every_occupied_cell_of_the_original():
         assert sampler.occupancy_fraction() < 0.1  # and the empty space is empty
     assert torch.equal(source.binary, edited.binary) and torch.equal(source.occupancy, edited.occupancy)
     assert edited.warmup_steps == 0  # later updates refresh random cells, as the edit moves the surface
+
+
+def test_an_averaged_edit_returns_the_moving_average_of_its_steps_and_resumes_to_it(tmp_path, model):
+    device, decay, steps = torch.device("cpu"), 0.5, 4
+
+    def spec_of(out):
+        spec = make_spec(out, "dds", steps=steps)
+        spec.edit.field_average_decay = decay
+        return spec
+
+    # The expected average, from the plain edit's field after each step (a checkpoint every step).
+    plain_dir = tmp_path / "plain"
+    fields = []
+    for n in range(1, steps + 1):
+        spec = make_spec(plain_dir / str(n), "dds", steps=n)
+        method = build_method("dds", model, spec.edit)
+        try:
+            edit_field(original_field(), model, method, spec, plain_dir / str(n), device=device, reporter=StageReporter.silent("edit"))
+        finally:
+            method.close()
+        fields.append(load_field(plain_dir / str(n) / "field").state_dict())
+    expected = {k: v.clone() for k, v in fields[0].items()}
+    for state in fields[1:]:
+        for k in expected:
+            if expected[k].is_floating_point():
+                expected[k] = decay * expected[k] + (1 - decay) * state[k]
+
+    straight = tmp_path / "averaged"
+    method = build_method("dds", model, spec_of(straight).edit)
+    try:
+        edit_field(original_field(), model, method, spec_of(straight), straight, device=device, reporter=StageReporter.silent("edit"))
+    finally:
+        method.close()
+    averaged = load_field(straight / "field").state_dict()
+    for key in expected:
+        torch.testing.assert_close(averaged[key], expected[key], rtol=0, atol=1e-6, msg=f"{key} is not the average")
+    assert not torch.equal(averaged["encoding.table"], fields[-1]["encoding.table"])  # not the last step's field
+
+    # Cancelled after two steps, resumed in a fresh method: the same average.
+    resumed = tmp_path / "resumed"
+    calls = {"n": 0}
+
+    def cancel_after_two() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    method = build_method("dds", model, spec_of(resumed).edit)
+    try:
+        with pytest.raises(JobCancelled):
+            edit_field(original_field(), model, method, spec_of(resumed), resumed, device=device,
+                       reporter=StageReporter(stage="edit", cancel_check=cancel_after_two))
+    finally:
+        method.close()
+    method = build_method("dds", model, spec_of(resumed).edit)
+    try:
+        edit_field(original_field(), model, method, spec_of(resumed), resumed, device=device, reporter=StageReporter.silent("edit"))
+    finally:
+        method.close()
+    again = load_field(resumed / "field").state_dict()
+    for key in expected:
+        torch.testing.assert_close(again[key], averaged[key], rtol=0, atol=1e-6, msg=f"{key} differs after resume")

@@ -190,6 +190,23 @@ def test_latent_edit_refuses_a_resolution_the_vae_does_not_divide(fitted, model,
     method_.close()
 
 
+def test_latent_edit_refuses_field_averaging_it_does_not_have(fitted, model, tmp_path):
+    from backend.editing.registry import build_method
+    from backend.stages.context import StageError
+    from backend.stages.latent_edit import edit_latent_field
+
+    field_, refiner = load_latent_field(fitted[0] / "field")
+    spec = _edit_spec(tmp_path, "dds")
+    spec.edit.field_average_decay = 0.9
+    method_ = build_method("dds", model, spec.edit)
+    try:
+        with pytest.raises(StageError, match="field_average_decay") as info:
+            edit_latent_field(field_, refiner, model, method_, spec, tmp_path / "edit", device=CPU, reporter=StageReporter.silent("edit"))
+    finally:
+        method_.close()
+    assert "set edit.field_average_decay to 0" in info.value.hint and not (tmp_path / "edit" / "field").exists()
+
+
 def test_export_of_a_latent_field_is_a_textured_mesh(fitted, tmp_path):
     from backend.export.pipeline import export_field
 
