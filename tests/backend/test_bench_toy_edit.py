@@ -120,7 +120,7 @@ def test_tagged_methods_keep_their_labels_and_params(toy):
     assert [(a.label, a.params) for a in columns] == [("dds_w1", {}), ("piva_w1", {"weighting": "one"})]
 
 
-@pytest.mark.parametrize("name", ["piva_variants_3d.json", "piva_variants_speckle.json"])
+@pytest.mark.parametrize("name", ["piva_variants_3d.json", "piva_variants_speckle.json", "piva_variants_l5_coarse.json"])
 def test_the_shipped_variant_lists_are_valid(toy, name):
     columns = toy.load_variants(_BENCH / name)
     assert len({a.label for a in columns}) == len(columns) and all(a.method == "piva" for a in columns)

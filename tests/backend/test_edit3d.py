@@ -183,25 +183,29 @@ def test_both_edit_grids_start_with_every_occupied_cell_of_the_original():
     assert edited.warmup_steps == 0  # later updates refresh random cells, as the edit moves the surface
 
 
+def edit_with(model, spec: contract.JobSpec, out_dir, reporter: StageReporter | None = None) -> dict:
+    """Run ``spec``'s edit of the original field into ``out_dir`` with a fresh method (as a new
+    process would); return the saved result's state dict."""
+    method = build_method(spec.edit.method, model, spec.edit)
+    try:
+        edit_field(original_field(), model, method, spec, out_dir, device=torch.device("cpu"),
+                   reporter=reporter or StageReporter.silent("edit"))
+    finally:
+        method.close()
+    return load_field(out_dir / "field").state_dict()
+
+
 def test_an_averaged_edit_returns_the_moving_average_of_its_steps_and_resumes_to_it(tmp_path, model):
-    device, decay, steps = torch.device("cpu"), 0.5, 4
+    decay, steps = 0.5, 4
 
     def spec_of(out):
         spec = make_spec(out, "dds", steps=steps)
         spec.edit.field_average_decay = decay
         return spec
 
-    # The expected average, from the plain edit's field after each step (a checkpoint every step).
+    # The expected average, from the plain edit's field after each step.
     plain_dir = tmp_path / "plain"
-    fields = []
-    for n in range(1, steps + 1):
-        spec = make_spec(plain_dir / str(n), "dds", steps=n)
-        method = build_method("dds", model, spec.edit)
-        try:
-            edit_field(original_field(), model, method, spec, plain_dir / str(n), device=device, reporter=StageReporter.silent("edit"))
-        finally:
-            method.close()
-        fields.append(load_field(plain_dir / str(n) / "field").state_dict())
+    fields = [edit_with(model, make_spec(plain_dir / str(n), "dds", steps=n), plain_dir / str(n)) for n in range(1, steps + 1)]
     expected = {k: v.clone() for k, v in fields[0].items()}
     for state in fields[1:]:
         for k in expected:
@@ -209,12 +213,7 @@ def test_an_averaged_edit_returns_the_moving_average_of_its_steps_and_resumes_to
                 expected[k] = decay * expected[k] + (1 - decay) * state[k]
 
     straight = tmp_path / "averaged"
-    method = build_method("dds", model, spec_of(straight).edit)
-    try:
-        edit_field(original_field(), model, method, spec_of(straight), straight, device=device, reporter=StageReporter.silent("edit"))
-    finally:
-        method.close()
-    averaged = load_field(straight / "field").state_dict()
+    averaged = edit_with(model, spec_of(straight), straight)
     for key in expected:
         torch.testing.assert_close(averaged[key], expected[key], rtol=0, atol=1e-6, msg=f"{key} is not the average")
     assert not torch.equal(averaged["encoding.table"], fields[-1]["encoding.table"])  # not the last step's field
@@ -227,18 +226,8 @@ def test_an_averaged_edit_returns_the_moving_average_of_its_steps_and_resumes_to
         calls["n"] += 1
         return calls["n"] > 2
 
-    method = build_method("dds", model, spec_of(resumed).edit)
-    try:
-        with pytest.raises(JobCancelled):
-            edit_field(original_field(), model, method, spec_of(resumed), resumed, device=device,
-                       reporter=StageReporter(stage="edit", cancel_check=cancel_after_two))
-    finally:
-        method.close()
-    method = build_method("dds", model, spec_of(resumed).edit)
-    try:
-        edit_field(original_field(), model, method, spec_of(resumed), resumed, device=device, reporter=StageReporter.silent("edit"))
-    finally:
-        method.close()
-    again = load_field(resumed / "field").state_dict()
+    with pytest.raises(JobCancelled):
+        edit_with(model, spec_of(resumed), resumed, reporter=StageReporter(stage="edit", cancel_check=cancel_after_two))
+    again = edit_with(model, spec_of(resumed), resumed)
     for key in expected:
         torch.testing.assert_close(again[key], averaged[key], rtol=0, atol=1e-6, msg=f"{key} differs after resume")
