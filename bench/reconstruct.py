@@ -8,14 +8,15 @@ the demo runs (600 steps of 1024 rays, 64 samples per ray, 40 + 4 views).
 
 The same capture is fitted once per ``--variants`` entry (issue 18), in that order: ``before``, the
 reference paths of the CPU fit (``TrainerConfig(fast_paths=False)``: the hash-grid lookup and
-pruning as before the fast twins); ``after``, today's defaults; optionally ``grid32``, the
-occupancy grid updated every 32 steps (``--repeats`` alternates them further: the machine is shared, so only side-by-side ratios mean
+pruning as before the fast twins, every grid update run); ``after``, today's defaults; optionally
+``every_update``, today's with the settled grid updates run too (the same field: the time they
+cost), and ``grid32``, the occupancy grid updated every 32 steps (``--repeats`` alternates them further: the machine is shared, so only side-by-side ratios mean
 something). Each variant prints ``heldout_psnr_db_R_V``, ``depth_error_rel_R_V``,
 ``fit_seconds_R_V`` (medians over repeats); the plain names are the current default's, and
 ``fit_speedup_R`` is before / after.
 
     .venv/bin/python bench/reconstruct.py [--resolutions 64 128] [--steps 600] [--views 40] [--threads 2]
-        [--variants before after grid32] [--repeats 1]
+        [--variants before after every_update grid32] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -40,13 +41,16 @@ from blender_piva.contract import CaptureSettings, ReconstructSettings  # noqa: 
 
 
 VARIANTS = {
-    "before": {"fast_paths": False},
+    "before": {"fast_paths": False, "skip_settled_occupancy": False},
     "after": {},
+    "every_update": {"skip_settled_occupancy": False},
     "grid32": {"occupancy_update_every": 32},
 }
 """Bench variant -> ``TrainerConfig`` overrides. ``before``: the reference paths, as before issue 18;
-``after``: today's defaults; ``grid32``: the occupancy grid updated every 32 steps instead of 16
-(tried to cut the fit's grid updates: the same PSNR on the demo's cube, 2 dB less on Suzanne)."""
+``after``: today's defaults; ``every_update``: today's with every grid update run, also those that
+cannot change the sampling (``skip_settled_occupancy`` off: the same field, only slower);
+``grid32``: the occupancy grid updated every 32 steps instead of 16 (tried to cut the fit's grid
+updates: the same PSNR on the demo's cube, 2 dB less on Suzanne)."""
 
 
 def make_textured_suzanne() -> "bpy.types.Object":
@@ -98,7 +102,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["before", "after"],
                         help="fits per capture, in this order: reference paths (before), today's defaults (after), "
-                             "the grid updated every 32 steps (grid32)")
+                             "today's with every grid update (every_update), the grid updated every 32 steps (grid32)")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of the variants; even rounds run them reversed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -68,6 +68,11 @@ class TrainerConfig:
     """Steps between updates of the occupancy grid (nerfacc's 16). On the CPU the updates are about a
     third of the fit, but every 32 steps lost 2 dB of held-out PSNR on Suzanne (bench/reconstruct.py
     ``--variants after grid32``; docs/RESULTS.md)."""
+    skip_settled_occupancy: bool = True
+    """Skip the grid updates that cannot change what is sampled before the fit ends
+    (``Sampler.settled_within``): a fit of a few hundred steps never forgets the untrained field's
+    density, so on an object that fills its box every update is wasted work. The grid draws from
+    its own generator, so skipping leaves the fit exactly as it is (tested)."""
     foreground_fraction: float = 0.5
     """Share of each batch drawn from pixels the object covers (the rest: any pixel)."""
     final_lr_fraction: float = 0.03
@@ -135,6 +140,10 @@ class TrainingRays:
         )
 
 
+GRID_SEED_OFFSET = 7919
+"""The occupancy grid's generator is seeded with the fit's seed plus this (a stream of its own)."""
+
+
 @dataclass
 class FitState:
     """What the optimisation changes step by step: exactly what a checkpoint saves and restores."""
@@ -144,7 +153,10 @@ class FitState:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     generator: torch.Generator
-    """Source of every random draw of the fit (batches, stratification, grid updates)."""
+    """Source of the fit's random draws of batches and stratification."""
+    grid_generator: torch.Generator
+    """Source of the occupancy grid's draws (cells, jitter): its own, so that skipped updates
+    (``TrainerConfig.skip_settled_occupancy``) leave the batches as they are."""
     scaler: torch.amp.GradScaler
     """fp16 loss scaling; disabled unless ``autocast``."""
     autocast: bool
@@ -236,9 +248,11 @@ def _setup(
     )
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
+    grid_generator = torch.Generator(device=device)
+    grid_generator.manual_seed(seed + GRID_SEED_OFFSET)
     use_amp = device.type == "cuda" and config.mixed_precision
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    return FitState(field, sampler, optimizer, scheduler, generator, scaler, autocast=use_amp)
+    return FitState(field, sampler, optimizer, scheduler, generator, grid_generator, scaler, autocast=use_amp)
 
 
 def _step(
@@ -248,7 +262,11 @@ def _step(
     field, sampler, generator = state.field, state.sampler, state.generator
     device = rays.origins.device
     field.train()
-    sampler.update(state.step, field.density, generator)
+    every = config.occupancy_update_every
+    if state.step % every == 0:
+        updates_left = len(range(state.step, settings.steps, every))  # this one included
+        if not (config.skip_settled_occupancy and sampler.settled_within(updates_left)):
+            sampler.update(state.step, field.density, state.grid_generator)
     # Random batch: n_fg rays on the object, the rest uniform over all pixels.
     n_fg = min(int(round(settings.rays_per_batch * config.foreground_fraction)), rays.foreground.numel())
     pick_fg = rays.foreground[
@@ -343,6 +361,7 @@ def _save_checkpoint(stem: Path, fingerprint: str, state: FitState) -> None:
         "scheduler": state.scheduler.state_dict(),
         "sampler": state.sampler.state_dict(),
         "generator": state.generator.get_state(),
+        "grid_generator": state.grid_generator.get_state(),
         "scaler": state.scaler.state_dict(),
         # nerfacc's CUDA sampler draws from the global CUDA RNG.
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -363,6 +382,7 @@ def _load_checkpoint(stem: Path, fingerprint: str, state: FitState) -> None:
         state.scheduler.load_state_dict(payload["scheduler"])
         state.sampler.load_state_dict(payload["sampler"])
         state.generator.set_state(payload["generator"])  # generator states are CPU byte tensors
+        state.grid_generator.set_state(payload["grid_generator"])
         state.scaler.load_state_dict(payload["scaler"])
         if payload["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(payload["cuda_rng"])

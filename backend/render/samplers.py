@@ -45,6 +45,12 @@ class Sampler(nn.Module):
     def update(self, step: int, density_fn: SigmaFn, generator: torch.Generator | None = None) -> None:
         """Refresh the occupancy grid from the field (no-op for samplers without one)."""
 
+    def settled_within(self, updates: int) -> bool:
+        """True when ``updates`` more grid updates cannot change what is sampled, whatever the field
+        does: every cell is occupied and its EMA value (each update multiplies it by at least
+        ``ema_decay``) stays above the occupancy threshold. False for samplers that cannot tell."""
+        return False
+
 
 class StratifiedSampler(Sampler):
     """Pure-PyTorch sampler: stratified samples in the aabb with nerfacc-style occupancy skipping.
@@ -232,6 +238,14 @@ class StratifiedSampler(Sampler):
     def occupancy_fraction(self) -> float:
         return float(self.binary.float().mean())
 
+    def settled_within(self, updates: int) -> bool:
+        if self.resolution <= 0:
+            return True  # no grid: nothing to update
+        # update() sets occupancy = max(decay * old, new) >= decay * old on every visited cell and
+        # binary = occupancy > min(mean, occupancy_threshold) <= occupancy_threshold.
+        floor = float(self.occupancy.min()) * self.ema_decay ** max(updates, 0)
+        return bool(self.binary.all()) and floor > self.occupancy_threshold
+
 
 class OccupancyGridSampler(Sampler):
     """nerfacc's ``OccGridEstimator`` (CUDA only) behind the :class:`Sampler` interface.
@@ -302,6 +316,15 @@ class OccupancyGridSampler(Sampler):
             warmup_steps=self.warmup_steps,
             n=self.update_every,
         )
+
+    def settled_within(self, updates: int) -> bool:
+        # nerfacc's update: occs = max(occs * ema_decay, new) on the visited cells, cells outside
+        # the scene hold -1; binaries = occs > min(mean of occs >= 0, occ_thre).
+        occs = self.estimator.occs
+        inside = occs[occs >= 0]
+        if inside.numel() == 0 or not bool(self.estimator.binaries.all()):
+            return False
+        return float(inside.min()) * self.ema_decay ** max(updates, 0) > self.occupancy_threshold
 
 
 def make_sampler(aabb: Tensor, num_samples: int, device: torch.device, **kwargs) -> Sampler:

@@ -120,10 +120,11 @@ def test_tagged_methods_keep_their_labels_and_params(toy):
     assert [(a.label, a.params) for a in columns] == [("dds_w1", {}), ("piva_w1", {"weighting": "one"})]
 
 
-@pytest.mark.parametrize("name", ["piva_variants_3d.json", "piva_variants_speckle.json", "piva_variants_l5_coarse.json"])
+@pytest.mark.parametrize("name", sorted(p.name for p in _BENCH.glob("*variants*.json")))
 def test_the_shipped_variant_lists_are_valid(toy, name):
     columns = toy.load_variants(_BENCH / name)
-    assert len({a.label for a in columns}) == len(columns) and all(a.method == "piva" for a in columns)
+    assert columns and len({a.label for a in columns}) == len(columns)
+    assert any(a.method == "piva" for a in columns)
 
 
 def test_a_variant_sets_edit_settings_on_the_job_of_each_of_its_runs(toy, tmp_path):

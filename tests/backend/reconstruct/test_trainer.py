@@ -63,15 +63,20 @@ def test_fit_writes_field_checkpoint_previews_and_metrics(dataset, tmp_path):
     assert kinds.count("progress") == 6 and kinds.count("preview") == 2 and kinds[0] == "stage"
 
 
-def test_cancel_then_resume_equals_uninterrupted(dataset, tmp_path):
+@pytest.mark.parametrize("skip", [True, False], ids=["skip_settled", "every_update"])
+def test_cancel_then_resume_equals_uninterrupted(dataset, tmp_path, skip):
+    # Without skipping, the grid's own generator must come back from the checkpoint too.
+    import dataclasses
+
+    config = dataclasses.replace(TINY, skip_settled_occupancy=skip)
     s = settings(steps=7, checkpoint_every=3)
     full_dir, split_dir = tmp_path / "full", tmp_path / "split"
-    fit_field(dataset, s, full_dir, device=CPU, seed=3, reporter=StageReporter.silent("reconstruct"), config=TINY)
+    fit_field(dataset, s, full_dir, device=CPU, seed=3, reporter=StageReporter.silent("reconstruct"), config=config)
     # Cancel after step 5 (not a checkpoint multiple): the trainer checkpoints and raises.
     with pytest.raises(JobCancelled) as info:
-        fit_field(dataset, s, split_dir, device=CPU, seed=3, reporter=StopAt(5), config=TINY)
+        fit_field(dataset, s, split_dir, device=CPU, seed=3, reporter=StopAt(5), config=config)
     assert info.value.step == 5
-    fit_field(dataset, s, split_dir, device=CPU, seed=3, reporter=StageReporter.silent("reconstruct"), config=TINY)
+    fit_field(dataset, s, split_dir, device=CPU, seed=3, reporter=StageReporter.silent("reconstruct"), config=config)
     a = load_field(full_dir / "field", CPU).state_dict()
     b = load_field(split_dir / "field", CPU).state_dict()
     assert a.keys() == b.keys()
@@ -79,7 +84,7 @@ def test_cancel_then_resume_equals_uninterrupted(dataset, tmp_path):
         assert torch.equal(a[k], b[k]), k
     # A different seed gives a different field (the comparison above can fail).
     other = tmp_path / "other"
-    fit_field(dataset, s, other, device=CPU, seed=4, reporter=StageReporter.silent("reconstruct"), config=TINY)
+    fit_field(dataset, s, other, device=CPU, seed=4, reporter=StageReporter.silent("reconstruct"), config=config)
     c = load_field(other / "field", CPU).state_dict()
     assert not torch.equal(a["encoding.table"], c["encoding.table"])
 
@@ -177,10 +182,41 @@ def test_the_fit_updates_its_occupancy_grid_on_the_configured_schedule(dataset, 
             refreshed.append((step, sum(calls)))
 
     monkeypatch.setattr(StratifiedSampler, "update", counting)
-    config = TrainerConfig(**{**TINY.__dict__, "occupancy_warmup_steps": 3, "occupancy_update_every": 2})
+    config = TrainerConfig(**{**TINY.__dict__, "occupancy_warmup_steps": 3, "occupancy_update_every": 2,
+                              "skip_settled_occupancy": False})
     fit_field(dataset, settings(steps=7), tmp_path / "fit", device=CPU, seed=0,
               reporter=StageReporter.silent("reconstruct"), config=config)
     assert [step for step, _ in refreshed] == [0, 2, 4, 6]
     cells = 8**3
     assert [n for _, n in refreshed][:2] == [cells, cells]  # warm-up: every cell
     assert all(n < cells for _, n in refreshed[2:])  # then a quarter and a quarter of the occupied
+
+
+def test_skipping_the_settled_grid_updates_leaves_the_fit_exactly_as_it_is(dataset, tmp_path, monkeypatch):
+    # Once Sampler.settled_within says the remaining updates cannot empty a cell, the fit skips
+    # them; the grid draws from its own generator, so the batches, samples and field are the same.
+    import dataclasses
+
+    from backend.render.samplers import StratifiedSampler
+
+    evaluated = []  # steps of the updates that ran
+    real_update = StratifiedSampler.update
+
+    def counting(self, step, density_fn, generator=None):
+        evaluated.append(step)
+        real_update(self, step, density_fn, generator)
+
+    monkeypatch.setattr(StratifiedSampler, "update", counting)
+    fields, runs = [], []
+    for skip in (False, True):
+        evaluated.clear()
+        out = tmp_path / f"skip_{skip}"
+        config = dataclasses.replace(TINY, occupancy_warmup_steps=2, occupancy_update_every=2, skip_settled_occupancy=skip)
+        fit_field(dataset, settings(steps=16), out, device=CPU, seed=3, reporter=StageReporter.silent("reconstruct"), config=config)
+        fields.append(load_field(out / "field", CPU).state_dict())
+        runs.append(list(evaluated))
+    assert runs[0] == list(range(0, 16, 2))
+    assert 0 < len(runs[1]) < len(runs[0]), runs  # some updates skipped, the first ones not
+    for k in fields[0]:
+        assert torch.equal(fields[1][k], fields[0][k]), k
+

@@ -58,6 +58,24 @@ def test_occupancy_grid_skips_empty_space_without_changing_the_image():
     torch.testing.assert_close(b["depth"][hit], a["depth"][hit], atol=2.0 / 128, rtol=0)
 
 
+def test_settled_within_is_a_sound_and_tight_bound_on_the_grid_emptying():
+    # Every cell at 0.02, the field now empty, every cell visited (warm-up): after k updates each
+    # holds 0.02 * 0.95^k, occupied while above 0.01. settled_within(k) must say so exactly.
+    grid = StratifiedSampler(AABB, num_samples=64, occupancy_resolution=4, warmup_steps=10**6, update_every=1)
+    grid.occupancy.fill_(0.02)
+    empty = lambda x: torch.zeros(x.shape[0])  # noqa: E731
+    limit = 13  # 0.02 * 0.95^13 = 0.0103 > 0.01 > 0.02 * 0.95^14
+    assert grid.settled_within(limit) and not grid.settled_within(limit + 1)
+    for step in range(limit):
+        grid.update(step, empty)
+    assert bool(grid.binary.all())  # settled: nothing emptied
+    grid.update(limit, empty)
+    assert not bool(grid.binary.any())  # one more update empties every cell, as the bound allowed
+    assert not grid.settled_within(0)  # an emptied grid is never settled
+    unfilled = StratifiedSampler(AABB, occupancy_resolution=4)
+    assert not unfilled.settled_within(1)  # before its first update the grid holds zeros
+
+
 def test_sampler_state_round_trips():
     a = StratifiedSampler(AABB, occupancy_resolution=8)
     a.update(0, sphere_density)
