@@ -122,6 +122,9 @@ class EditState:
     average: AveragedModel | None = None
     """Exponential moving average of ``field``'s parameters, updated after every step, when
     ``EditSettings.field_average_decay`` > 0: then it, not ``field``, is the edit's result."""
+    frozen_levels: torch.utils.hooks.RemovableHandle | None = None
+    """The gradient hook that holds the fine levels (``EditSettings.fine_level_limit``) until
+    ``release_fine_levels`` removes it; None when every level is free."""
 
     @property
     def result(self) -> NGPField:
@@ -206,8 +209,7 @@ def _setup(
     """The edited copy and its optimiser at step 0; the frozen original with a filled grid; the prompts."""
     original = original.to(device).eval().requires_grad_(False)
     edited = copy.deepcopy(original).train().requires_grad_(True)
-    if spec.edit.fine_level_limit > 0:  # levels finer than a render pixel stay as fitted (EditSettings)
-        edited.encoding.freeze_levels_above(spec.edit.fine_level_limit * spec.edit.render_resolution)
+    frozen_levels = freeze_fine_levels(edited, spec.edit)
     source_sampler, sampler = edit_samplers(original, device, spec.seed)
     groups = edited.parameter_groups(spec.edit.field_learning_rate, spec.edit.field_mlp_learning_rate)
     optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
@@ -224,7 +226,23 @@ def _setup(
     )
     decay = spec.edit.field_average_decay
     average = AveragedModel(edited, multi_avg_fn=get_ema_multi_avg_fn(decay)) if decay > 0 else None
-    return EditState(edited, optimizer, sampler, method, generator, average=average), source
+    return EditState(edited, optimizer, sampler, method, generator, average=average,
+                     frozen_levels=frozen_levels), source
+
+
+def freeze_fine_levels(edited: NGPField, settings: contract.EditSettings) -> torch.utils.hooks.RemovableHandle | None:
+    """Hold the levels finer than ``fine_level_limit * render_resolution`` cells (EditSettings)."""
+    if settings.fine_level_limit <= 0:
+        return None
+    return edited.encoding.freeze_levels_above(settings.fine_level_limit * settings.render_resolution)
+
+
+def release_fine_levels(state: EditState, settings: contract.EditSettings) -> None:
+    """Free the held levels once ``fine_level_release`` of the steps are done. Decided from
+    ``state.step`` alone, so a resumed edit releases them at the same step as an unbroken one."""
+    if state.frozen_levels is not None and state.step >= settings.fine_level_release * settings.steps:
+        state.frozen_levels.remove()
+        state.frozen_levels = None
 
 
 def edit_samplers(original: NGPField, device: torch.device, seed: int) -> tuple[Sampler, Sampler]:
@@ -249,6 +267,7 @@ def _step(
 ) -> dict[str, float]:
     """One edit step (module docstring, 1-5) at a fresh random camera; advances ``state.step``."""
     generator = state.generator
+    release_fine_levels(state, spec.edit)
     state.sampler.update(state.step, state.field.density, generator=generator)
     camera = sample_camera(spec.capture, spec.edit.render_resolution, generator, device)
     view = render_view(state.field, camera, state.sampler, generator)

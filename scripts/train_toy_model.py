@@ -12,6 +12,11 @@ that exist are kept and every phase continues from its last checkpoint in ``--wo
 3. the autoencoder, the text encoder + UNet on its latents, the depth ControlNet
    (backend/toy/train.py) -> ``--out`` (diffusers layout, safetensors);
 4. a sample grid (one row per shape, one column per colour) -> ``docs/toy_samples.png``.
+
+Fine-tuning a trained model: ``--finetune-from backend/models/toy --steps N --controlnet-steps M
+--learning-rate LR --out build/toy_ft/model`` keeps that folder's autoencoder and the shipped oracle
+(steps 0 and 2 skipped, only the diffusion model's views rendered), continues phases 1 and 2 from its
+weights on a fresh schedule, and records the starting model's training.json as ``finetuned_from``.
 """
 
 from __future__ import annotations
@@ -40,6 +45,21 @@ def replace_folder(partial: Path, out: Path) -> None:
         shutil.rmtree(old)
 
 
+def load_trained(folder: Path) -> dict:
+    """The trained parts of a model folder (diffusers layout, safetensors only), to fine-tune."""
+    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    if not (folder / "model_index.json").is_file():
+        raise SystemExit(f"--finetune-from {folder}: not a model folder (no model_index.json); "
+                         "pass the folder that scripts/train_toy_model.py wrote, e.g. backend/models/toy")
+    kwargs = {"use_safetensors": True}
+    return {"vae": AutoencoderKL.from_pretrained(folder / "vae", **kwargs).eval().requires_grad_(False),
+            "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder", **kwargs),
+            "unet": UNet2DConditionModel.from_pretrained(folder / "unet", **kwargs),
+            "controlnet": ControlNetModel.from_pretrained(folder / "controlnet", **kwargs)}
+
+
 def main(argv: list[str] | None = None) -> int:
     from backend.toy.train import TrainConfig
 
@@ -55,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--oracle-out", type=Path, default=ROOT / "backend" / "models" / "toy_oracle")
     parser.add_argument("--grid", type=Path, default=ROOT / "docs" / "toy_samples.png", help="sample grid PNG")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--finetune-from", type=Path, default=None,
+                        help="a trained model folder to continue from: its autoencoder is kept (phase 0 "
+                             "skipped), phases 1 and 2 start from its weights and run --steps and "
+                             "--controlnet-steps more steps on a fresh schedule")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                        help="peak learning rate of phases 1 and 2 (phase 2 uses half)")
     args = parser.parse_args(argv)
 
     import toy_world
@@ -62,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     captures = args.work / "captures"
-    for name, render in (("train", renders.DIFFUSION_TRAIN), ("oracle_train", renders.ORACLE_TRAIN),
-                         ("oracle_held_out", renders.ORACLE_HELD_OUT)):
+    sets = (("train", renders.DIFFUSION_TRAIN), ("oracle_train", renders.ORACLE_TRAIN),
+            ("oracle_held_out", renders.ORACLE_HELD_OUT))
+    for name, render in sets[:1] if args.finetune_from is not None else sets:
         renders.render_set(captures / name, render, log=lambda m: print(m, flush=True))
     print(f"renders ready in {time.perf_counter() - started:.0f} s", flush=True)
 
@@ -81,37 +108,49 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     log = lambda m: print(m, flush=True)  # noqa: E731
 
-    oracle_config = OracleConfig(colors=tuple(toy_world.COLORS), shapes=toy_world.SHAPES)
-    oracle_train_config = OracleTrainConfig(seed=args.seed)
-    if args.oracle_steps is not None:
-        oracle_train_config = dataclasses.replace(oracle_train_config, steps=args.oracle_steps)
-    oracle = train_oracle(load_labelled(captures / "oracle_train", oracle_config), oracle_config,
-                          oracle_train_config, args.work, log=log)
-    color_ok, shape_ok = accuracy(oracle, load_labelled(captures / "oracle_held_out", oracle_config))
-    log(f"oracle held-out accuracy: colour {color_ok:.4f}, shape {shape_ok:.4f}")
-    partial = args.oracle_out.with_name(args.oracle_out.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    save_oracle(oracle, partial)
-    (partial / "training.json").write_text(json.dumps(
-        {"training": dataclasses.asdict(oracle_train_config), "held_out_color_accuracy": color_ok,
-         "held_out_shape_accuracy": shape_ok}, indent=2))
-    replace_folder(partial, args.oracle_out)
+    if args.finetune_from is None:  # a fine-tuning run keeps the shipped oracle
+        oracle_config = OracleConfig(colors=tuple(toy_world.COLORS), shapes=toy_world.SHAPES)
+        oracle_train_config = OracleTrainConfig(seed=args.seed)
+        if args.oracle_steps is not None:
+            oracle_train_config = dataclasses.replace(oracle_train_config, steps=args.oracle_steps)
+        oracle = train_oracle(load_labelled(captures / "oracle_train", oracle_config), oracle_config,
+                              oracle_train_config, args.work, log=log)
+        color_ok, shape_ok = accuracy(oracle, load_labelled(captures / "oracle_held_out", oracle_config))
+        log(f"oracle held-out accuracy: colour {color_ok:.4f}, shape {shape_ok:.4f}")
+        partial = args.oracle_out.with_name(args.oracle_out.name + ".partial")
+        if partial.exists():
+            shutil.rmtree(partial)
+        save_oracle(oracle, partial)
+        (partial / "training.json").write_text(json.dumps(
+            {"training": dataclasses.asdict(oracle_train_config), "held_out_color_accuracy": color_ok,
+             "held_out_shape_accuracy": shape_ok}, indent=2))
+        replace_folder(partial, args.oracle_out)
 
     model_config = ToyModelConfig()
     train_config = dataclasses.replace(TrainConfig(), vae_steps=args.vae_steps, steps=args.steps,
-                                       controlnet_steps=args.controlnet_steps, seed=args.seed)
+                                       controlnet_steps=args.controlnet_steps, seed=args.seed,
+                                       learning_rate=args.learning_rate)
     save_tokenizer(args.work / "tokenizer", model_config)
     tokenizer = CLIPTokenizer.from_pretrained(args.work / "tokenizer")
     dataset = load_toy_dataset(captures / "train")
     log(f"dataset: {dataset.images.shape[0]} images of {len(set(dataset.prompts))} prompts")
-    vae = train_vae(dataset, model_config, train_config, args.work, log=log)
+    start_model = previous_training = None
+    if args.finetune_from is not None:
+        start_model = load_trained(args.finetune_from)
+        previous_training = json.loads((args.finetune_from / "training.json").read_text())
+        vae = start_model["vae"]
+        log(f"fine-tuning {args.finetune_from}: its autoencoder is kept")
+    else:
+        vae = train_vae(dataset, model_config, train_config, args.work, log=log)
     latents = encode_dataset(vae, dataset)
     log(f"latents {tuple(latents.latents.shape)}, scaling factor {vae.config.scaling_factor:.4f}")
-    text_encoder, unet = train_base(latents, tokenizer, model_config, train_config, args.work, log=log)
+    text_encoder, unet = train_base(
+        latents, tokenizer, model_config, train_config, args.work, log=log,
+        init=None if start_model is None else (start_model["text_encoder"], start_model["unet"]))
     log(f"VAE {count_parameters(vae)}, text encoder {count_parameters(text_encoder)}, "
         f"UNet {count_parameters(unet)} parameters")
-    controlnet = train_controlnet(latents, tokenizer, text_encoder, unet, model_config, train_config, args.work, log=log)
+    controlnet = train_controlnet(latents, tokenizer, text_encoder, unet, model_config, train_config, args.work, log=log,
+                                  init=None if start_model is None else start_model["controlnet"])
     partial = args.out.with_name(args.out.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
@@ -120,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {"model": dataclasses.asdict(model_config), "training": dataclasses.asdict(train_config),
              "views_per_object": renders.DIFFUSION_TRAIN.views, "images": int(dataset.images.shape[0]),
-             "scaling_factor": float(vae.config.scaling_factor)},
+             "scaling_factor": float(vae.config.scaling_factor),
+             **({} if previous_training is None else {"finetuned_from": previous_training})},
             indent=2,
         )
     )

@@ -108,14 +108,13 @@ def edit_latent_field(original, refiner, model, method, spec: contract.JobSpec, 
 def setup_latent_edit(original, refiner, model, method, spec: contract.JobSpec, device: torch.device):
     """(EditState, EditSource) of ``edit3d`` for a latent field: the edited copy and its optimiser, the
     frozen original with a filled occupancy grid, the encoded prompts. The refiner is frozen."""
-    from ..edit3d import EditSource, EditState, edit_samplers
+    from ..edit3d import EditSource, EditState, edit_samplers, freeze_fine_levels
 
     original = original.to(device).eval().requires_grad_(False)
     if refiner is not None:
         refiner.to(device).eval().requires_grad_(False)
     edited = copy.deepcopy(original).train().requires_grad_(True)
-    if spec.edit.fine_level_limit > 0:
-        edited.encoding.freeze_levels_above(spec.edit.fine_level_limit * spec.edit.render_resolution)
+    frozen_levels = freeze_fine_levels(edited, spec.edit)
     source_sampler, sampler = edit_samplers(original, device, spec.seed)
     optimizer = torch.optim.Adam(
         edited.parameter_groups(spec.edit.field_learning_rate, spec.edit.field_mlp_learning_rate), betas=(0.9, 0.99), eps=1e-15
@@ -131,17 +130,18 @@ def setup_latent_edit(original, refiner, model, method, spec: contract.JobSpec, 
         use_control=getattr(model, "controlnet", None) is not None,
         cond_negative=model.encode_prompt(spec.negative_prompt) if spec.negative_prompt.strip() else None,
     )
-    return EditState(edited, optimizer, sampler, method, generator), source
+    return EditState(edited, optimizer, sampler, method, generator, frozen_levels=frozen_levels), source
 
 
 def latent_step(state, source, refiner, model, spec: contract.JobSpec, device: torch.device) -> dict[str, float]:
     """One latent edit step (module docstring, 1-5) at a fresh random camera; advances ``state.step``."""
     from ..diffusion.control import depth_to_control
-    from ..edit3d import sample_camera
+    from ..edit3d import release_fine_levels, sample_camera
     from ..editing.base import MethodInputs
     from ..field.latent_field import latent_intrinsics, render_latent_view
 
     generator = state.generator
+    release_fine_levels(state, spec.edit)
     f = state.field.config.downsample
     state.sampler.update(state.step, state.field.density, generator=generator)
     camera = sample_camera(spec.capture, spec.edit.render_resolution, generator, device)

@@ -263,18 +263,29 @@ def train_base(
     config: TrainConfig,
     work_dir: Path,
     log: Callable[[str], None] = print,
+    init: tuple[torch.nn.Module, torch.nn.Module] | None = None,
 ):
-    """Phase 1. Returns (text_encoder, unet) with the EMA weights."""
+    """Phase 1. Returns (text_encoder, unet) with the EMA weights.
+
+    ``init``: a trained (text_encoder, unet) to continue from (fine-tuning a shipped model: its
+    EMA weights start both the trained and the EMA copies); None trains from scratch.
+    """
     work_dir.mkdir(parents=True, exist_ok=True)
     ckpt = work_dir / BASE_CHECKPOINT
     torch.manual_seed(config.seed)
     text_encoder, unet = build_text_encoder(model_config), build_unet(model_config)
+    inputs = digest(dataset.latents, dataset.mirrored)
+    if init is not None:
+        text_encoder.load_state_dict(init[0].state_dict())
+        unet.load_state_dict(init[1].state_dict())
+        # A checkpoint of a from-scratch run (or of another starting model) is not this run's.
+        inputs = digest(dataset.latents, dataset.mirrored, *text_encoder.state_dict().values(),
+                        *unet.state_dict().values())
     ema_te, ema_unet = copy.deepcopy(text_encoder), copy.deepcopy(unet)
     params = list(text_encoder.parameters()) + list(unet.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=1e-4)
     g = torch.Generator().manual_seed(config.seed)
     start = 0
-    inputs = digest(dataset.latents, dataset.mirrored)
     state = _resume(ckpt, "toy phase-1 training", log, inputs)
     if state is not None:
         with restoring(ckpt, stage="toy phase-1 training"):
@@ -326,15 +337,22 @@ def train_controlnet(
     config: TrainConfig,
     work_dir: Path,
     log: Callable[[str], None] = print,
+    init: torch.nn.Module | None = None,
 ):
-    """Phase 2: the depth ControlNet on the frozen phase-1 model. Returns the ControlNet."""
+    """Phase 2: the depth ControlNet on the frozen phase-1 model. Returns the ControlNet.
+
+    ``init``: a trained ControlNet to continue from (fine-tuning); None starts from the UNet's encoder.
+    """
     ckpt = work_dir / CONTROLNET_CHECKPOINT
     torch.manual_seed(config.seed + 1)
     controlnet = build_controlnet(unet, model_config)
+    if init is not None:
+        controlnet.load_state_dict(init.state_dict())
     optimizer = torch.optim.AdamW(controlnet.parameters(), lr=config.learning_rate * 0.5, weight_decay=1e-4)
     g = torch.Generator().manual_seed(config.seed + 1)
     start = 0
-    inputs = digest(*unet.state_dict().values(), *text_encoder.state_dict().values())
+    inputs = digest(*unet.state_dict().values(), *text_encoder.state_dict().values(),
+                    *(controlnet.state_dict().values() if init is not None else ()))
     state = _resume(ckpt, "toy phase-2 training", log, inputs)
     if state is not None:
         with restoring(ckpt, stage="toy phase-2 training"):

@@ -121,6 +121,10 @@ class EditSettings:
     stay as fitted during the edit. They are finer than a render pixel: nothing the diffusion model
     sees constrains them, and left free they fill with the high-frequency noise the baked texture
     shows. 0 = edit every level."""
+    fine_level_release: float = 1.0
+    """Fraction of the edit's steps after which the levels held by ``fine_level_limit`` are
+    released (coarse to fine: the coarse levels settle the edit's colour and shape first, then the
+    fine ones may follow a changed surface). 1 = never released."""
     field_average_decay: float = 0.0
     """0 = the result is the edited field after its last step. Otherwise the result is an
     exponential moving average of the edited field's parameters, ``avg = d * avg + (1 - d) * p``
@@ -150,6 +154,7 @@ class EditSettings:
         check_float(self.field_learning_rate, f"{prefix}.field_learning_rate", 0.0, 10.0, low_open=True)
         check_float(self.field_mlp_learning_rate, f"{prefix}.field_mlp_learning_rate", 0.0, 10.0)
         check_float(self.fine_level_limit, f"{prefix}.fine_level_limit", 0.0, 1000.0)
+        check_float(self.fine_level_release, f"{prefix}.fine_level_release", 0.0, 1.0)
         check_float(self.field_average_decay, f"{prefix}.field_average_decay", 0.0, 0.9999)  # 1 would never leave the source
         if self.lora_learning_rate is not None:
             check_float(self.lora_learning_rate, f"{prefix}.lora_learning_rate", 0.0, 10.0)

@@ -231,3 +231,38 @@ def test_an_averaged_edit_returns_the_moving_average_of_its_steps_and_resumes_to
     again = edit_with(model, spec_of(resumed), resumed)
     for key in expected:
         torch.testing.assert_close(again[key], averaged[key], rtol=0, atol=1e-6, msg=f"{key} differs after resume")
+
+
+def test_held_fine_levels_are_released_at_their_step_and_a_resumed_edit_releases_them_alike(tmp_path, model):
+    steps = 4
+
+    def spec_of(out, release):
+        spec = make_spec(out, "dds", steps=steps)
+        spec.edit.fine_level_release = release
+        return spec
+
+    source = original_field()
+    coarse = source.encoding.rows_up_to(source.encoding.resolutions.new_tensor(16.0))
+    assert coarse.any() and not coarse.all(), "the small field must have levels on both sides of the limit"
+    fine_of = lambda state: state["encoding.table"][~coarse]  # noqa: E731
+
+    held = edit_with(model, spec_of(tmp_path / "held", 1.0), tmp_path / "held")
+    torch.testing.assert_close(fine_of(held), fine_of(source.state_dict()), rtol=0, atol=0)
+    assert not torch.equal(held["encoding.table"][coarse], source.state_dict()["encoding.table"][coarse])
+
+    released = edit_with(model, spec_of(tmp_path / "released", 0.5), tmp_path / "released")
+    assert not torch.equal(fine_of(released), fine_of(source.state_dict())), "released levels never moved"
+
+    # Cancelled after two steps (the release step), resumed in a fresh method: the same field.
+    calls = {"n": 0}
+
+    def cancel_after_two() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    resumed = tmp_path / "resumed"
+    with pytest.raises(JobCancelled):
+        edit_with(model, spec_of(resumed, 0.5), resumed, reporter=StageReporter(stage="edit", cancel_check=cancel_after_two))
+    again = edit_with(model, spec_of(resumed, 0.5), resumed)
+    for key in released:
+        torch.testing.assert_close(again[key], released[key], rtol=0, atol=1e-6, msg=f"{key} differs after resume")

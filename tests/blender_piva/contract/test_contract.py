@@ -61,6 +61,7 @@ def test_spec_round_trip(tmp_path):
         (lambda d: d["edit"].update(method_params={"x": float("nan")}), "edit.method_params.x", "finite"),
         (lambda d: d["edit"].update(field_mlp_learning_rate=-1e-3), "edit.field_mlp_learning_rate", "numbers in [0.0, 10.0]"),
         (lambda d: d["edit"].update(fine_level_limit="fine"), "edit.fine_level_limit", "numbers in [0.0, 1000.0]"),
+        (lambda d: d["edit"].update(fine_level_release=1.5), "edit.fine_level_release", "numbers in [0.0, 1.0]"),
     ],
 )
 def test_bad_spec_names_the_field_and_the_allowed_values(tmp_path, mutate, field, allowed):
