@@ -166,6 +166,24 @@ def apply_edit_settings(settings, edit: dict):
     return settings
 
 
+def model_tag(model_name: str) -> str:
+    """A short name of the diffusion model's weights, for the work folders of runs that depend on it:
+    a rerun after the model changed (e.g. a re-trained toy model) computes anew instead of re-scoring
+    the old model's edits. A local folder: a digest of its safetensors files; a hub id: the id."""
+    import hashlib
+
+    folder = Path(model_name).expanduser()
+    if not folder.is_dir():
+        return "".join(c if c.isalnum() else "-" for c in model_name)
+    digest = hashlib.sha256()
+    for file in sorted(folder.rglob("*.safetensors")):
+        digest.update(file.relative_to(folder).as_posix().encode())
+        with open(file, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return "model-" + digest.hexdigest()[:10]
+
+
 def source_views(work: Path):
     """The benchmark captures (rendered on first use): {(colour, shape): capture folder}."""
     from toy_world import renders

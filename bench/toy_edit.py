@@ -13,8 +13,8 @@ oracle (backend/toy/judge.py: success, drift, speckle; means with 95% bootstrap 
 
 ``--variants FILE.json`` adds columns to the same run, one per entry ``{"tag", "method", "params"}``
 (e.g. ``--methods dds --variants bench/piva_variants_3d.json``: DDS beside PIVA's variants, one
-table). Results are kept per run under ``--work``: a rerun with the same settings only scores them, so an
-interrupted run resumes. Prints a table, ``toy_edit_seconds`` and per method ``toy_success_M``,
+table). Results are kept per run under ``--work`` (edits per model weights): a rerun with the same settings and
+model only scores them, so an interrupted run resumes. Prints a table, ``toy_edit_seconds`` and per method ``toy_success_M``,
 ``toy_drift_M``, ``toy_speckle_M`` with ``_ci95``; writes a gallery (rows: edits at the first
 seed, view 0; columns: source, then each method) to ``--gallery``.
 """
@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _toy import apply_edit_settings, benchmark_arguments, benchmark_arms, finish, load_eval_views, parse_benchmark, print_run, source_views  # noqa: E402
+from _toy import (apply_edit_settings, benchmark_arguments, benchmark_arms, finish, load_eval_views, model_tag,  # noqa: E402
+                  parse_benchmark, print_run, source_views)
 
 
 def render_views(field, frames: list[dict]):
@@ -94,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     model_name = resolve_model(args.model)
     model = DiffusionModel.load(model_name, controlnet=resolve_controlnet(model_name, ""), device=device,
                                 dtype=torch.float32)
+    weights = model_tag(model_name)  # edits (and latent fits, which use the VAE) are the model's
+    print(f"model {model_name}: {weights}", flush=True)
 
     def load_any(folder: Path):
         """(field, latent refiner or None) of either kind."""
@@ -106,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     field_tag = "_latent" if latent else ""
     for key in sorted({edit.source for edit in edits}):
         out = args.work / "fits" / f"{key[0]}_{key[1]}_f{args.fit_steps}{field_tag}"  # settings in the name: reruns resume
+        if latent:
+            out = out.with_name(f"{out.name}_{weights}")
         if not (out / "field").is_dir():
             if latent:
                 metrics = fit_latent_field(load_capture(captures[key]), fit_settings, out, model, device=device, seed=0,
@@ -133,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in seeds:
                 name = (f"{method_name}_{'_'.join(edit.source)}_to_{'_'.join(edit.target)}_seed{seed}"
                         f"_s{args.steps}_r{args.render_resolution}_f{args.fit_steps}{suffix}")
-                out = args.work / "edits" / name
+                out = args.work / "edits" / weights / name
                 if not (out / "field").is_dir():
                     spec = contract.JobSpec(
                         job_id=name, object_name="toy", output_dir=str(out.resolve()), seed=seed,

@@ -46,18 +46,22 @@ def replace_folder(partial: Path, out: Path) -> None:
 
 
 def load_trained(folder: Path) -> dict:
-    """The trained parts of a model folder (diffusers layout, safetensors only), to fine-tune."""
-    from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
-    from transformers import CLIPTextModel
+    """The trained parts of a model folder, to fine-tune: loaded by the product's own loader
+    (``DiffusionModel.load``: diffusers layout, safetensors only), so nothing else reads a model."""
+    import torch
+
+    from backend.diffusion.model import DiffusionModel, ModelLoadError
 
     if not (folder / "model_index.json").is_file():
         raise SystemExit(f"--finetune-from {folder}: not a model folder (no model_index.json); "
                          "pass the folder that scripts/train_toy_model.py wrote, e.g. backend/models/toy")
-    kwargs = {"use_safetensors": True}
-    return {"vae": AutoencoderKL.from_pretrained(folder / "vae", **kwargs).eval().requires_grad_(False),
-            "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder", **kwargs),
-            "unet": UNet2DConditionModel.from_pretrained(folder / "unet", **kwargs),
-            "controlnet": ControlNetModel.from_pretrained(folder / "controlnet", **kwargs)}
+    try:
+        model = DiffusionModel.load(str(folder), controlnet=str(folder / "controlnet"),
+                                    device=torch.device("cpu"), dtype=torch.float32)
+    except ModelLoadError as exc:
+        raise SystemExit(f"--finetune-from {folder}: {exc}") from exc
+    return {"vae": model.vae, "text_encoder": model.text_encoder, "unet": model.unet,
+            "controlnet": model.controlnet}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -188,3 +188,17 @@ def test_a_variant_list_that_is_not_json_says_so(toy, tmp_path, capsys):
     with pytest.raises(SystemExit):
         arms(toy, ["--variants", str(path)])
     assert "cannot read the variant list" in capsys.readouterr().err
+
+
+def test_the_model_tag_follows_the_weights_so_a_retrained_model_is_not_rescored(toy, tmp_path):
+    model = tmp_path / "model"
+    (model / "unet").mkdir(parents=True)
+    weights = model / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"first weights")
+    (model / "model_index.json").write_text("{}")
+    first = toy.model_tag(str(model))
+    (model / "model_index.json").write_text('{"edited": true}')  # not weights: the same tag
+    assert toy.model_tag(str(model)) == first and first.startswith("model-")
+    weights.write_bytes(b"retrained weights")
+    assert toy.model_tag(str(model)) != first
+    assert toy.model_tag("stabilityai/stable-diffusion-2-1-base") == "stabilityai-stable-diffusion-2-1-base"

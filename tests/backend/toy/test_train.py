@@ -128,6 +128,25 @@ def test_a_phase_trained_on_other_inputs_starts_over_instead_of_resuming(tmp_pat
     assert any(line.startswith("toy phase-1 training: starting over") for line in logs), logs
 
 
+def test_fine_tuning_starts_from_the_given_weights_and_never_resumes_a_from_scratch_checkpoint(
+        tmp_path, latents, tokenizer):
+    start_te, start_unet = train_base(latents, tokenizer, TINY, ONE_STEP, tmp_path / "start", log=quiet)
+    start_cn = train_controlnet(latents, tokenizer, start_te, start_unet, TINY, ONE_STEP, tmp_path / "start", log=quiet)
+    no_steps = dataclasses.replace(ONE_STEP, steps=0, controlnet_steps=0)
+    # zero steps from the given weights give those weights back: they were loaded, not a fresh init
+    work, logs = tmp_path / "tune", []
+    te, unet = train_base(latents, tokenizer, TINY, no_steps, work, log=quiet, init=(start_te, start_unet))
+    cn = train_controlnet(latents, tokenizer, te, unet, TINY, no_steps, work, log=quiet, init=start_cn)
+    for a, b in ((te, start_te), (unet, start_unet), (cn, start_cn)):
+        assert_same_weights(a, b)
+    # a from-scratch phase in the same work folder is not resumed into the fine-tune
+    scratch = tmp_path / "shared"
+    train_base(latents, tokenizer, TINY, ONE_STEP, scratch, log=quiet)
+    train_base(latents, tokenizer, TINY, FAST, scratch, log=logs.append, init=(start_te, start_unet))
+    assert any(line.startswith("toy phase-1 training: starting over") for line in logs), logs
+    assert "phase 1: resuming at step 1" not in logs
+
+
 def test_vae_sets_the_scale_that_gives_its_latents_unit_std(vae, latents):
     scale = float(vae.config.scaling_factor)
     assert scale > 0 and scale != 1.0  # 1 would be diffusers' default: phase 0 did not set it
