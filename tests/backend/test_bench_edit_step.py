@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,15 +11,13 @@ from backend.diffusion.model import DiffusionModel
 from backend.diffusion.tiny import save_tiny_model
 from backend.editing.registry import METHODS
 
-_PATH = Path(__file__).resolve().parents[2] / "bench" / "edit_step.py"
+from ..script_modules import load_script
+
 
 
 @pytest.fixture(scope="module")
 def edit_step():
-    spec = importlib.util.spec_from_file_location("bench_edit_step", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/edit_step.py", "bench_edit_step")
 
 
 def test_sd21_modules_have_the_published_sizes_and_fit_together(edit_step):

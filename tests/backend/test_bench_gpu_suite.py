@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..script_modules import ROOT, load_script
+
 FIGURES = ["gpu_fit_seconds_to_30db", "gpu_edit_seconds_1000_steps_piva"] + [
     f"{prefix}_{m}" for m in ("sds", "dds", "pds", "ssd", "piva")
     for prefix in ("gpu_edit_step_ms", "gpu_edit_step_tflops", "gpu_peak_mem_gb")
@@ -18,10 +17,7 @@ FIGURES = ["gpu_fit_seconds_to_30db", "gpu_edit_seconds_1000_steps_piva"] + [
 
 
 def _load_pack():
-    spec = importlib.util.spec_from_file_location("bench_gpu_pack", ROOT / "bench" / "gpu_pack.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench/gpu_pack.py", "bench_gpu_pack")
 
 
 def test_pack_closure_has_the_suites_packages_and_not_torch():

@@ -4,29 +4,20 @@ checked before anything runs, with errors that say the fix."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from backend.editing.registry import build_config
 from backend.toy.judge import DEFAULT_EDITS
 
-_BENCH = Path(__file__).resolve().parents[2] / "bench"
+from ..script_modules import ROOT, load_script
+
+_BENCH = ROOT / "bench"
 
 
 def _load(name: str):
-    sys.path.insert(0, str(_BENCH))  # the scripts import bench/_toy.py as their neighbour
-    try:
-        spec = importlib.util.spec_from_file_location(f"bench_{name}", _BENCH / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up by name
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(_BENCH))
+    return load_script(f"bench/{name}.py", f"bench_{name}")
 
 
 @pytest.fixture(scope="module")

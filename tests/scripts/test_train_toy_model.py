@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..script_modules import ROOT, load_script
+
 SHIPPED = ROOT / "backend" / "models" / "toy"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("train_toy_model", ROOT / "scripts" / "train_toy_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/train_toy_model.py", "train_toy_model")
 
 
 def test_finetune_from_loads_the_shipped_models_weights():
