@@ -184,6 +184,39 @@ def model_tag(model_name: str) -> str:
     return "model-" + digest.hexdigest()[:10]
 
 
+def load_cached_images(path: Path):
+    """The images a finished 2D run saved at ``path`` (``save_cached_images``), or None if it has not
+    finished. A plain ``.npy`` array read without pickle: nothing in a work folder can run code."""
+    import numpy as np
+
+    if not path.is_file():
+        return None
+    try:
+        images = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None  # torn or foreign: computed again and replaced
+    return images if images.dtype == np.float32 and images.ndim == 4 else None
+
+
+def save_cached_images(path: Path, images) -> None:
+    """Write a run's ``[B, H, W, 3]`` float32 images to ``path`` atomically (a temporary file, then
+    ``os.replace``): an interrupted run leaves nothing that reads as finished."""
+    import os
+    import tempfile
+
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.save(stream, np.ascontiguousarray(images, dtype=np.float32), allow_pickle=False)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def source_views(work: Path):
     """The benchmark captures (rendered on first use): {(colour, shape): capture folder}."""
     from toy_world import renders

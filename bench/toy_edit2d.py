@@ -12,6 +12,9 @@ same seeds for every method. Judged by the oracle (backend/toy/judge.py: success
 speckle; means with 95% bootstrap intervals).
 
 ``--variants FILE.json`` adds columns to the same run, one per entry ``{"tag", "method", "params"}``.
+Each run's edited views are kept under ``--work``/edits2d/MODEL (per model weights, a plain ``.npy``
+written atomically): a rerun with the same settings and model only scores them, so an interrupted
+run resumes, and two processes on different ``--methods`` can share one work folder.
 Prints a table, ``toy_edit_seconds`` and per method ``toy_success_M``, ``toy_drift_M``,
 ``toy_speckle_M`` with ``_ci95`` (figure names shared with bench/toy_edit.py; the 2D figures come
 from this script's own output). Writes a gallery (rows: edits at seed 0, view 0; columns: source
@@ -28,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _toy import benchmark_arguments, benchmark_arms, finish, load_eval_views, parse_benchmark, print_run, source_views  # noqa: E402
+from _toy import (benchmark_arguments, benchmark_arms, finish, load_cached_images, load_eval_views, model_tag,  # noqa: E402
+                  parse_benchmark, print_run, save_cached_images, source_views)
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -57,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     oracle = load_oracle()
-    model = DiffusionModel.load(resolve_model(args.model), device=torch.device("cpu"), dtype=torch.float32)
+    model_name = resolve_model(args.model)
+    model = DiffusionModel.load(model_name, device=torch.device("cpu"), dtype=torch.float32)
+    weights = model_tag(model_name)  # results are the model's: a re-trained model computes anew
+    print(f"model {model_name}: {weights}", flush=True)
     runs: dict[str, list] = {}
     gallery: dict[int, list] = {}
     for arm in arms:
@@ -69,9 +76,15 @@ def main(argv: list[str] | None = None) -> int:
             source_mask = white_distance_mask(source)
             gallery.setdefault(index, [source[0]])
             for seed in seeds:
-                settings = EditSettings(method=method, steps=args.steps, method_params=dict(arm.params))
-                edited = edit_image(source.permute(0, 2, 3, 1).numpy(), toy_world.prompt(*edit.source),
-                                    toy_world.prompt(*edit.target), method, settings, model, seed=seed)
+                suffix = f"_{arm.tag}" if arm.tag else ""
+                name = f"{method}_{'_'.join(edit.source)}_to_{'_'.join(edit.target)}_seed{seed}_s{args.steps}{suffix}"
+                cached = args.work / "edits2d" / weights / f"{name}.npy"  # a rerun only scores: runs resume
+                edited = load_cached_images(cached)
+                if edited is None:
+                    settings = EditSettings(method=method, steps=args.steps, method_params=dict(arm.params))
+                    edited = edit_image(source.permute(0, 2, 3, 1).numpy(), toy_world.prompt(*edit.source),
+                                        toy_world.prompt(*edit.target), method, settings, model, seed=seed)
+                    save_cached_images(cached, edited)
                 edited = torch.from_numpy(edited).permute(0, 3, 1, 2)
                 score = score_run(edit, oracle, edited, white_distance_mask(edited), source, source_mask)
                 runs[label].append((edit, seed, score))

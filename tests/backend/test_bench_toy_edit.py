@@ -193,3 +193,20 @@ def test_the_model_tag_follows_the_weights_so_a_retrained_model_is_not_rescored(
     weights.write_bytes(b"retrained weights")
     assert toy.model_tag(str(model)) != first
     assert toy.model_tag("stabilityai/stable-diffusion-2-1-base") == "stabilityai-stable-diffusion-2-1-base"
+
+
+def test_a_2d_run_cache_round_trips_and_a_torn_or_pickled_file_reads_as_not_finished(toy, tmp_path):
+    import numpy as np
+
+    images = np.random.default_rng(0).random((4, 8, 8, 3), dtype=np.float32)
+    path = tmp_path / "edits2d" / "model-x" / "dds_run.npy"
+    assert toy.load_cached_images(path) is None
+    toy.save_cached_images(path, images)
+    assert np.array_equal(toy.load_cached_images(path), images)
+    assert [p.name for p in path.parent.iterdir()] == ["dds_run.npy"]  # no temporary left behind
+    path.write_bytes(path.read_bytes()[:100])  # torn: computed again
+    assert toy.load_cached_images(path) is None
+    np.save(path, np.array([{"planted": "object"}], dtype=object), allow_pickle=True)
+    assert toy.load_cached_images(path) is None  # never unpickled
+    np.save(path, np.zeros((4, 8, 8), dtype=np.float32))  # not a run's [B, H, W, 3] images
+    assert toy.load_cached_images(path) is None
