@@ -12,7 +12,9 @@ capture, fit, edit, held-out renders), so both score the same way:
   mottling, not smooth shading) on the judged views, over the same figure of the source views;
   1 = as smooth as the source.
 
-Per method: means with 95% percentile-bootstrap intervals over the runs (edits x seeds).
+Per method: means with 95% percentile-bootstrap intervals. The bootstrap resamples *edits*, each
+with all its seeds (a cluster bootstrap): the seeds of one edit mostly agree, so resampling runs
+as if independent would give intervals about sqrt(seeds) too narrow.
 """
 
 from __future__ import annotations
@@ -191,22 +193,41 @@ def score_run(
     return RunScore(hits >= needed, drift, speckle, [f"{c} {s}" for c, s in zip(colors, shapes)])
 
 
-def bootstrap_mean(values: list[float], *, samples: int = 4000, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high): the mean and its 95% percentile-bootstrap interval; NaNs are left out."""
-    x = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
-    if x.size == 0:
+def bootstrap_mean(
+    values: list[float], groups: list[object] | None = None, *, samples: int = 4000, seed: int = 0
+) -> tuple[float, float, float]:
+    """(mean, low, high): the mean and its 95% percentile-bootstrap interval; NaNs are left out.
+
+    ``groups`` (one key per value, e.g. the edit) makes it a cluster bootstrap: whole groups are
+    resampled, so values that move together (the seeds of one edit) count as one draw, not several.
+    Without it every value is its own group.
+    """
+    keys = list(range(len(values))) if groups is None else list(groups)
+    if len(keys) != len(values):
+        raise ValueError(f"bootstrap_mean: {len(values)} values but {len(keys)} group keys; give one key per value")
+    clusters: dict[object, list[float]] = {}
+    for key, value in zip(keys, values):
+        if not math.isnan(value):
+            clusters.setdefault(key, []).append(value)
+    if not clusters:
         return float("nan"), float("nan"), float("nan")
+    sums = np.asarray([sum(c) for c in clusters.values()], dtype=np.float64)
+    counts = np.asarray([len(c) for c in clusters.values()], dtype=np.float64)
     rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(samples, x.size))].mean(axis=1)
-    return float(x.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    draws = rng.integers(0, sums.size, size=(samples, sums.size))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)  # the pooled mean of each resample
+    return float(sums.sum() / counts.sum()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def summary_lines(method: str, scores: list[RunScore]) -> list[str]:
-    """The figure lines of one method: ``toy_success_M``, ``toy_drift_M``, ``toy_speckle_M`` and their ``_ci95``."""
+def summary_lines(method: str, scores: list[RunScore], groups: list[object] | None = None) -> list[str]:
+    """The figure lines of one method: ``toy_success_M``, ``toy_drift_M``, ``toy_speckle_M`` and their ``_ci95``.
+
+    ``groups``: one key per score (the edit) for the cluster bootstrap, see :func:`bootstrap_mean`.
+    """
     lines = []
     for name, values in (("success", [float(s.success) for s in scores]), ("drift", [s.drift for s in scores]),
                          ("speckle", [s.speckle for s in scores])):
-        mean, low, high = bootstrap_mean(values)
+        mean, low, high = bootstrap_mean(values, groups)
         lines.append(f"toy_{name}_{method}: {mean:.3f}")
         lines.append(f"toy_{name}_{method}_ci95: [{low:.3f}, {high:.3f}]")
     return lines
@@ -216,18 +237,19 @@ def report(runs: dict[str, list[tuple[Edit, int, RunScore]]]) -> list[str]:
     """A markdown table per method and kind (means with 95% intervals), then the figure lines."""
     lines = ["| method | kind | runs | success | drift | speckle |", "|---|---|---|---|---|---|"]
 
-    def cell(values: list[float]) -> str:
-        mean, low, high = bootstrap_mean(values)
+    def cell(values: list[float], groups: list[Edit]) -> str:
+        mean, low, high = bootstrap_mean(values, groups)
         return "n/a" if math.isnan(mean) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
     for method, rows in runs.items():
         for kind in KINDS + ("all",):
-            mine = [score for edit, _, score in rows if kind in ("all", edit.kind)]
+            mine = [(edit, score) for edit, _, score in rows if kind in ("all", edit.kind)]
             if not mine:
                 continue
-            lines.append(f"| {method} | {kind} | {len(mine)} | {cell([float(s.success) for s in mine])} | "
-                         f"{cell([s.drift for s in mine])} | {cell([s.speckle for s in mine])} |")
+            edits = [edit for edit, _ in mine]
+            lines.append(f"| {method} | {kind} | {len(mine)} | {cell([float(s.success) for _, s in mine], edits)} | "
+                         f"{cell([s.drift for _, s in mine], edits)} | {cell([s.speckle for _, s in mine], edits)} |")
     lines.append("")
     for method, rows in runs.items():
-        lines += summary_lines(method, [score for _, _, score in rows])
+        lines += summary_lines(method, [score for _, _, score in rows], [edit for edit, _, _ in rows])
     return lines

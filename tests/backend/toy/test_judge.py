@@ -134,6 +134,24 @@ def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_runs():
     assert all(math.isnan(v) for v in bootstrap_mean([float("nan")]))
 
 
+def test_cluster_bootstrap_counts_agreeing_seeds_of_an_edit_as_one_draw():
+    # 6 edits x 3 seeds whose seeds agree: the information of 6 runs, not 18
+    per_edit = [0.0, 1.0, 0.0, 1.0, 1.0, 0.0]
+    values = [v for v in per_edit for _ in range(3)]
+    edits = [i for i in range(6) for _ in range(3)]
+    mean, lo, hi = bootstrap_mean(values, edits)
+    _, lo_iid, hi_iid = bootstrap_mean(values)
+    _, lo_six, hi_six = bootstrap_mean(per_edit)
+    assert mean == 0.5
+    assert hi - lo > 1.3 * (hi_iid - lo_iid)  # about sqrt(3) wider than pretending 18 independent runs
+    assert abs((hi - lo) - (hi_six - lo_six)) < 0.1  # and as wide as the 6 edits' own means
+    # one key per value is the i.i.d. bootstrap exactly; NaNs drop out of their cluster
+    assert bootstrap_mean(values, list(range(18))) == bootstrap_mean(values)
+    assert bootstrap_mean([1.0, float("nan"), 3.0, 5.0], ["a", "a", "b", "b"])[0] == 3.0
+    with pytest.raises(ValueError, match="one key per value"):
+        bootstrap_mean(values, edits[:-1])
+
+
 def test_summary_prints_every_figure_with_its_interval():
     score = judge.RunScore(True, 0.1, 1.2, ["blue cube"] * 4)
     lines = judge.summary_lines("dds", [score, score])
