@@ -18,3 +18,12 @@ class FieldLike(Protocol):
     def color(self, x: Tensor) -> Tensor:  # x: [N, 3] -> [N, 3] in [0, 1]
         """RGB in [0, 1], in the colour space of the training images (sRGB), so it bakes as is."""
         ...
+
+
+def density_and_color(field: FieldLike, x: Tensor) -> tuple[Tensor, Tensor]:  # x: [N, 3] -> ([N], [N, 3])
+    """``(field.density(x), field.color(x))``, in one query when the field offers one
+    (``density_and_color``: NGPField's shares the hash-grid lookup, half the bake's cost)."""
+    both = getattr(field, "density_and_color", None)
+    if both is not None:
+        return both(x)
+    return field.density(x), field.color(x)

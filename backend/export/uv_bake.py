@@ -24,7 +24,7 @@ import xatlas
 from scipy.ndimage import distance_transform_edt
 
 from backend.export.delight import delight_colors
-from backend.export.field_like import FieldLike
+from backend.export.field_like import FieldLike, density_and_color
 from blender_piva.contract.capture import LightRig
 
 
@@ -169,8 +169,9 @@ def query_colors(
             out[s : s + len(p)] = field.color(p).float().clamp(0, 1).cpu().numpy()
             continue
         x = (p[:, None, :] + t[None, :, None] * n[:, None, :]).reshape(-1, 3)  # [n*k, 3]
-        sigma = field.density(x).float().reshape(-1, k)
-        rgb = field.color(x).float().clamp(0, 1).reshape(-1, k, 3)
+        sigma, rgb = density_and_color(field, x)
+        sigma = sigma.float().reshape(-1, k)
+        rgb = rgb.float().clamp(0, 1).reshape(-1, k, 3)
         alpha = 1.0 - torch.exp(-sigma * step)
         trans = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :1]), 1.0 - alpha[:, :-1]], dim=1), dim=1)
         w = alpha * trans  # [n, k]

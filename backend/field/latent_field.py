@@ -92,6 +92,10 @@ class LatentField(nn.Module):
     def color(self, x: Tensor) -> Tensor:  # x: [N, 3] -> [N, 3] in [0, 1] (the distilled RGB head)
         return self.ngp.color(x)
 
+    def density_and_color(self, x: Tensor) -> tuple[Tensor, Tensor]:  # x: [N, 3] -> ([N], [N, 3])
+        """Density and the distilled RGB from one hash-grid lookup."""
+        return self.ngp.density_and_color(x)
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # x: [N, 3] -> (density [N], latent [N, C])
         sigma, geo = self.ngp._density_and_features(x)
         return sigma, self.latent_mlp(geo)

@@ -131,6 +131,10 @@ class NGPField(nn.Module):
     def color(self, x: Tensor) -> Tensor:  # x: [N, 3] -> [N, 3] in [0, 1]
         return self.forward(x)[1]
 
+    def density_and_color(self, x: Tensor) -> tuple[Tensor, Tensor]:  # x: [N, 3] -> ([N], [N, 3])
+        """Both queries from one hash-grid lookup (the export's bake needs both at every point)."""
+        return self.forward(x)
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # x: [N, 3] -> (density [N], rgb [N, 3])
         sigma, geo = self._density_and_features(x)
         rgb = torch.sigmoid(self.color_mlp(geo))

@@ -108,3 +108,36 @@ def test_vertex_normals_point_outward_on_a_sphere():
     n = vertex_normals(extracted.vertices, extracted.faces)
     radial = extracted.vertices / np.linalg.norm(extracted.vertices, axis=1, keepdims=True)
     assert np.einsum("ij,ij->i", n, radial).min() > 0.8  # coarse grid: facets tilt up to ~30 degrees
+
+
+class _TwoQueries:
+    """An NGPField seen only through density() and color(): the bake's fallback path."""
+
+    def __init__(self, field) -> None:
+        self.field = field
+
+    def density(self, x):
+        return self.field.density(x)
+
+    def color(self, x):
+        return self.field.color(x)
+
+
+def test_bake_query_from_one_lookup_equals_the_two_separate_queries():
+    from backend.export.uv_bake import query_colors
+    from backend.field.ngp_field import NGPField, NGPFieldConfig
+
+    torch.manual_seed(0)
+    field = NGPField(NGPFieldConfig(num_levels=4, log2_table_size=10, max_resolution=64, hidden_dim=16)).eval()
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-0.8, 0.8, (500, 3)).astype(np.float32)
+    normals = rng.normal(size=(500, 3)).astype(np.float32)
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    settings = BakeSettings(chunk_size=640)  # several chunks
+    with torch.no_grad():
+        sigma, rgb = field.density_and_color(torch.as_tensor(points))
+        torch.testing.assert_close(sigma, field.density(torch.as_tensor(points)))
+        torch.testing.assert_close(rgb, field.color(torch.as_tensor(points)))
+        fused = query_colors(field, points, normals, 0.05, settings)
+        separate = query_colors(_TwoQueries(field), points, normals, 0.05, settings)
+    np.testing.assert_allclose(fused, separate, rtol=0, atol=1e-6)
