@@ -134,7 +134,13 @@ def test_bake_query_from_one_lookup_equals_the_two_separate_queries():
     normals = rng.normal(size=(500, 3)).astype(np.float32)
     normals /= np.linalg.norm(normals, axis=1, keepdims=True)
     settings = BakeSettings(chunk_size=640)  # several chunks
+    lookups = []
+    field.encoding.register_forward_hook(lambda *_: lookups.append(1))
     with torch.no_grad():
+        query_colors(field, points, normals, 0.05, settings)
+        fused_lookups, lookups[:] = len(lookups), []
+        query_colors(_TwoQueries(field), points, normals, 0.05, settings)
+        assert (fused_lookups, len(lookups)) == (4, 8)  # 4 chunks of 128 points x 5 samples: one lookup each, not two
         sigma, rgb = field.density_and_color(torch.as_tensor(points))
         torch.testing.assert_close(sigma, field.density(torch.as_tensor(points)))
         torch.testing.assert_close(rgb, field.color(torch.as_tensor(points)))
