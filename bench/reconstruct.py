@@ -47,6 +47,7 @@ VARIANTS = {
     "grid32": {"occupancy_update_every": 32},
     "warmup50": {"warmup_steps": 50},
     "warmup10": {"warmup_steps": 10},
+    "full_start": {"start_steps": 0},
 }
 """Bench variant -> ``TrainerConfig`` overrides. ``before``: the reference paths, as before issue 18;
 ``after``: today's defaults; ``every_update``: today's with every grid update run, also those that
@@ -54,7 +55,9 @@ cannot change the sampling (``skip_settled_occupancy`` off: the same field, only
 ``grid32``: the occupancy grid updated every 32 steps instead of 16 (tried to cut the fit's grid
 updates: the same PSNR on the demo's cube, 2 dB less on Suzanne); ``warmup50`` / ``warmup10``: the
 learning rate's linear warm-up over 50 or 10 steps (while the untrained field is transparent every
-ray's pruning marches all its samples: the fit's first 50 steps cost half of it on the demo's cube)."""
+ray's pruning marches all its samples: the fit's first 50 steps cost half of it on the demo's cube);
+``full_start``: the full batch from the first step (today's default draws 256 rays during the
+first 60 steps, while the field is still a fog that keeps some 47 samples on every ray)."""
 
 
 def make_textured_suzanne() -> "bpy.types.Object":

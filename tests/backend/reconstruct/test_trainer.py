@@ -220,3 +220,41 @@ def test_skipping_the_settled_grid_updates_leaves_the_fit_exactly_as_it_is(datas
     for k in fields[0]:
         assert torch.equal(fields[1][k], fields[0][k]), k
 
+
+
+def test_the_first_steps_draw_the_start_batch_and_a_resume_across_it_is_the_same_fit(dataset, tmp_path, monkeypatch):
+    import dataclasses
+
+    from backend.render.samplers import StratifiedSampler
+
+    drawn = []  # rays of each training batch (the held-out renders sample without stratification)
+    real_sample = StratifiedSampler.sample
+
+    def counting(self, rays_o, rays_d, **kw):
+        if kw.get("stratified"):
+            drawn.append(rays_o.shape[0])
+        return real_sample(self, rays_o, rays_d, **kw)
+
+    monkeypatch.setattr(StratifiedSampler, "sample", counting)
+    config = dataclasses.replace(TINY, start_steps=3, start_rays_per_batch=16)
+    s = settings(steps=30, checkpoint_every=30, preview_every=30)
+    fit_field(dataset, s, tmp_path / "full", device=CPU, seed=2, reporter=StageReporter.silent("reconstruct"), config=config)
+    assert drawn == [16] * 3 + [64] * 27
+    # At most a tenth of the fit: 20 steps draw 2 small batches.
+    drawn.clear()
+    fit_field(dataset, settings(steps=20), tmp_path / "short", device=CPU, seed=2,
+              reporter=StageReporter.silent("reconstruct"), config=config)
+    assert drawn == [16] * 2 + [64] * 18
+    # Never more than the job's batch: a start batch above it draws the job's.
+    drawn.clear()
+    fit_field(dataset, settings(steps=30, rays_per_batch=8), tmp_path / "small", device=CPU, seed=2,
+              reporter=StageReporter.silent("reconstruct"), config=config)
+    assert drawn == [8] * 30
+    # Cancelled inside the start phase and resumed: the same field as the unbroken fit.
+    with pytest.raises(JobCancelled):
+        fit_field(dataset, s, tmp_path / "split", device=CPU, seed=2, reporter=StopAt(2), config=config)
+    fit_field(dataset, s, tmp_path / "split", device=CPU, seed=2, reporter=StageReporter.silent("reconstruct"), config=config)
+    a = load_field(tmp_path / "full" / "field", CPU).state_dict()
+    b = load_field(tmp_path / "split" / "field", CPU).state_dict()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
