@@ -1,7 +1,7 @@
 """The latent-field mode (ED-NeRF, arXiv 2310.02712) on the toy world: fit, held-out quality, edit-step speed.
 
     .venv/bin/python bench/latent_field.py [--capture red_cube] [--fit-steps 150] [--rays 1024]
-        [--samples 32] [--method dds] [--reps 5] [--render-resolution 64] [--threads 2]
+        [--samples 32] [--method dds] [--reps 5] [--render-resolution 64] [--threads 2] [--warmups 50 10]
 
 One run, on one toy capture (toy_world.renders.BENCHMARK: 30 Cycles views at 64 px, the captures
 bench/toy_edit.py renders into build/toy_edit/captures):
@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render-resolution", type=int, default=64)
     parser.add_argument("--distill-views", type=int, default=12, help="decoded views the RGB head is distilled from")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmups", type=int, nargs="+", default=[],
+                        help="instead of the refiner ablation, fit with the refiner once per learning-rate warm-up "
+                             "(LatentTrainerConfig.warmup_steps), alternated: latent_fit_seconds_warmupN, "
+                             "latent_heldout_psnr_db_warmupN, ...")
     args = parser.parse_args(argv)
 
     import torch
@@ -80,10 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     distill = DistillConfig(views=args.distill_views, steps=200, rays_per_view=2048)
     figures: dict[str, float] = {}
     work = Path(tempfile.mkdtemp(prefix="latent_bench_"))
-    for label, refiner in (("", True), ("_norefiner", False)):
+    fits = [("", True, None), ("_norefiner", False, None)]
+    if args.warmups:
+        fits = [(f"_warmup{w}", True, w) for w in args.warmups]
+    for label, refiner, warmup in fits:
         config = LatentTrainerConfig(field=grid, distill=distill, eval_views=4)
         if not refiner:
             config.refiner = None
+        if warmup is not None:
+            config.warmup_steps = warmup
         started = time.perf_counter()
         metrics = fit_latent_field(dataset, settings, work / f"fit{label}", model, device=device, seed=0,
                                    reporter=StageReporter.silent("reconstruct"), config=config)
@@ -95,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fit{label or ' (refiner)'}: {metrics} ({time.perf_counter() - started:.0f} s with encoding and distillation)", flush=True)
 
     # 2. One edit step, RGB mode against latent mode, on the same field.
-    field_, refiner = load_latent_field(work / "fit" / "field")
+    field_, refiner = load_latent_field(work / f"fit{fits[0][0]}" / "field")
     spec = contract.JobSpec(job_id="bench", object_name="toy", output_dir=str(work / "job"), seed=0,
                             source_prompt="a red cube", target_prompt="a blue cube")
     spec.capture = contract.CaptureSettings(num_views=30, resolution=64)
