@@ -8,7 +8,8 @@ the demo runs (600 steps of 1024 rays, 64 samples per ray, 40 + 4 views).
 
 The same capture is fitted once per ``--variants`` entry (issue 18), in that order: ``before``, the
 reference paths of the CPU fit (``TrainerConfig(fast_paths=False)``: the hash-grid lookup and
-pruning as before the fast twins, every grid update run); ``after``, today's defaults; optionally
+pruning as before the fast twins, every grid update run, the 50-step warm-up and the full batch
+from the first step); ``after``, today's defaults; optionally
 ``every_update``, today's with the settled grid updates run too (the same field: the time they
 cost), and ``grid32``, the occupancy grid updated every 32 steps (``--repeats`` alternates them further: the machine is shared, so only side-by-side ratios mean
 something). Each variant prints ``heldout_psnr_db_R_V``, ``depth_error_rel_R_V``,
@@ -41,7 +42,7 @@ from blender_piva.contract import CaptureSettings, ReconstructSettings  # noqa: 
 
 
 VARIANTS = {
-    "before": {"fast_paths": False, "skip_settled_occupancy": False},
+    "before": {"fast_paths": False, "skip_settled_occupancy": False, "warmup_steps": 50, "start_steps": 0},
     "after": {},
     "every_update": {"skip_settled_occupancy": False},
     "grid32": {"occupancy_update_every": 32},
@@ -49,7 +50,8 @@ VARIANTS = {
     "warmup10": {"warmup_steps": 10},
     "full_start": {"start_steps": 0},
 }
-"""Bench variant -> ``TrainerConfig`` overrides. ``before``: the reference paths, as before issue 18;
+"""Bench variant -> ``TrainerConfig`` overrides. ``before``: the fit as before issue 18 (the reference
+paths, every grid update, the 50-step warm-up, the full batch from the first step);
 ``after``: today's defaults; ``every_update``: today's with every grid update run, also those that
 cannot change the sampling (``skip_settled_occupancy`` off: the same field, only slower);
 ``grid32``: the occupancy grid updated every 32 steps instead of 16 (tried to cut the fit's grid
