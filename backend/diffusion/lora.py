@@ -141,7 +141,9 @@ class LoraPair:
                     self.params[name].append(p)
         self._init_a(settings.seed)
         self.optimizers = {
-            name: torch.optim.AdamW(self.params[name], lr=settings.learning_rate, betas=settings.betas, eps=settings.eps)
+            name: torch.optim.AdamW(
+                self.params[name], lr=settings.learning_rate, betas=settings.betas, eps=settings.eps, fused=True
+            )  # fused: one kernel for all of an adapter's tensors, not a handful of ops per tensor
             for name in (SOURCE, TARGET)
         }
         self._select(None)

@@ -273,7 +273,7 @@ def _setup(
     groups = [{"params": field_.trainable_parameters(), "lr": settings.learning_rate, "name": "field"}]
     if refiner is not None:
         groups.append({"params": list(refiner.parameters()), "lr": config.refiner_learning_rate, "name": "refiner"})
-    optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15)
+    optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), eps=1e-15, fused=True)  # fused: as the RGB fit's
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, settings.steps, config.warmup_steps, config.final_lr_fraction)
     )
