@@ -86,12 +86,11 @@ class TrainerConfig:
     start_steps: int = 60
     """Steps at the start of the fit that draw ``start_rays_per_batch`` rays instead of
     ``reconstruct.rays_per_batch``, at most a tenth of the fit's steps (0 = the full batch from the
-    first step; a short fit needs its full batches: 60 small steps of a 100-step fit left the
-    tests' cube without a surface). The untrained field is
-    a fog that keeps about 47 samples on every ray (1.7 once fitted, after some 40 steps), so those
-    steps cost about 10x a fitted one while they only need to find the surface: on the demo's cube
-    60 steps of 256 rays cut the fit from 24.3 to 18.5 s at 32.17 dB (32.15 with the full batch;
-    bench/reconstruct.py ``--variants full_start after``; docs/RESULTS.md)."""
+    first step). The untrained field is a fog that keeps about 47 samples on every ray (1.7 once
+    fitted, after some 40 steps), so those steps cost about 10x a fitted one while they only need to
+    find the surface. The demo's cube: 24.3 -> 18.5 s at 32.15 -> 32.17 dB; Suzanne: 85.4 -> 79.7 s
+    at 40.70 -> 41.42 dB (bench/reconstruct.py ``--variants full_start after``; docs/RESULTS.md).
+    The cap: 60 small steps of a 100-step fit left the tests' cube without a surface."""
     start_rays_per_batch: int = 256
     """Rays per batch of the first ``start_steps`` steps (never more than ``reconstruct.rays_per_batch``)."""
     mixed_precision: bool = True

@@ -221,7 +221,6 @@ def test_skipping_the_settled_grid_updates_leaves_the_fit_exactly_as_it_is(datas
         assert torch.equal(fields[1][k], fields[0][k]), k
 
 
-
 def test_the_first_steps_draw_the_start_batch_and_a_resume_across_it_is_the_same_fit(dataset, tmp_path, monkeypatch):
     import dataclasses
 
